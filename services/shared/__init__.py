@@ -1,0 +1,1 @@
+"""Code used by two or more services; it imports no service."""

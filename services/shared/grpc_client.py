@@ -1,0 +1,164 @@
+"""Calling another Reflow service: channels, deadlines, and statuses as domain errors.
+
+Open one channel per downstream service at startup with ``open_channel`` and
+pass it to a small client class (``clients.py`` in each service). Such a
+client puts a deadline on every call (``DEFAULT_TIMEOUT_S`` unless it knows
+better), forwards the caller's internal token (``bearer_metadata``), and wraps
+its calls in ``rpc_errors_as_service_errors()`` so callers see ``NotFound``
+and friends, with the reason, metadata and field violations the server sent,
+instead of ``AioRpcError``.
+
+UNAVAILABLE is retried by the channel itself (up to 4 attempts, exponential
+backoff with jitter), so a service that raises ``Unavailable`` must only do
+so when trying again is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final
+
+import grpc
+from google.rpc.error_details_pb2 import BadRequest, ErrorInfo
+from google.rpc.status_pb2 import Status
+
+from services.shared.errors import (
+    Aborted,
+    AlreadyExists,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
+from services.shared.grpc_server import MAX_MESSAGE_BYTES
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from google.protobuf import any_pb2
+
+logger = logging.getLogger(__name__)
+
+STATUS_DETAILS_KEY: Final = "grpc-status-details-bin"
+"""The trailer grpcio-status puts the serialized google.rpc.Status in."""
+
+DEFAULT_TIMEOUT_S: Final = 5.0
+"""Deadline for a call that has no better idea (streams set their own or none)."""
+
+RETRY_POLICY: Final = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+# An empty name matches every method of every service on the channel.
+_SERVICE_CONFIG: Final = json.dumps(
+    {"methodConfig": [{"name": [{}], "retryPolicy": RETRY_POLICY}]}
+)
+
+CHANNEL_OPTIONS: Final = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Ping idle connections so a dead peer (a restarted pod, a dropped NAT
+    # entry) is noticed in seconds rather than at the next call's deadline.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+ERROR_CLASSES: Final[dict[grpc.StatusCode, type[ServiceError]]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.DATA_LOSS: DataLoss,
+}
+"""Codes that mean something a caller can act on. Any other code (INTERNAL,
+UNIMPLEMENTED, UNKNOWN ...) is a bug somewhere and stays an AioRpcError, so
+the calling service's ErrorInterceptor logs it and answers INTERNAL."""
+
+
+def open_channel(address: str, *, retry: bool = True) -> grpc.aio.Channel:
+    """An insecure channel to ``address`` (``host:port``) with keepalive and retries."""
+    options: list[tuple[str, str | int]] = list(CHANNEL_OPTIONS)
+    if retry:
+        options += [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _SERVICE_CONFIG),
+        ]
+    else:
+        options.append(("grpc.enable_retries", 0))
+    return grpc.aio.insecure_channel(address, options=options)
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that presents ``token`` (``metadata=bearer_metadata(t)``)."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+@asynccontextmanager
+async def rpc_errors_as_service_errors() -> AsyncIterator[None]:
+    """Re-raise an ``AioRpcError`` from the block as the matching ``ServiceError``.
+
+    ``async with rpc_errors_as_service_errors(): await stub.GetNotebook(...)``.
+    The original error is chained as ``__cause__``; codes with no domain
+    category are re-raised unchanged.
+    """
+    try:
+        yield
+    except grpc.aio.AioRpcError as error:
+        domain_error = service_error_from(error)
+        if domain_error is None:
+            raise
+        raise domain_error from error
+
+
+def service_error_from(error: grpc.aio.AioRpcError) -> ServiceError | None:
+    """The domain error ``error`` stands for, or None for codes without one."""
+    cls = ERROR_CLASSES.get(error.code())
+    if cls is None:
+        return None
+    message = error.details() or error.code().name
+    info = ErrorInfo()
+    bad_request = BadRequest()
+    for detail in _status_details(error):
+        # Unpack fills a message only when the detail has its type.
+        if not detail.Unpack(info):
+            detail.Unpack(bad_request)
+    reason = info.reason or None
+    metadata = dict(info.metadata)
+    if cls is InvalidArgument:
+        violations = [(v.field, v.description) for v in bad_request.field_violations]
+        return InvalidArgument(
+            message, field_violations=violations, reason=reason, metadata=metadata
+        )
+    return cls(message, reason=reason, metadata=metadata)
+
+
+def _status_details(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
+    """The details of the google.rpc.Status in ``error``'s trailers, if any."""
+    for key, value in error.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = Status.FromString(value)
+            if status.code == error.code().value[0]:
+                return list(status.details)
+            # A proxy rewrote the status: trust the code the caller sees.
+            logger.warning("ignoring status details that contradict %s", error.code())
+    return []
