@@ -5,14 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from google.api import annotations_pb2
+from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GRPCURL = Path(sys.prefix) / "bin" / "grpcurl"
+# googleapis' stubs type the extension as a plain FieldDescriptor.
+HTTP_RULE: Any = annotations_pb2.http
 
 SERVICES = {
     "reflow/notebook/v1/notebook.proto": "reflow.notebook.v1.NotebookService",
@@ -80,7 +83,7 @@ def test_every_public_rpc_has_an_http_annotation() -> None:
     missing = [
         method.name
         for method in _public_methods()
-        if not method.options.HasExtension(annotations_pb2.http)
+        if not method.options.HasExtension(HTTP_RULE)
     ]
 
     assert missing == []
@@ -89,7 +92,7 @@ def test_every_public_rpc_has_an_http_annotation() -> None:
 def test_design_rest_paths_are_all_mapped() -> None:
     mapped = set()
     for method in _public_methods():
-        rule = method.options.Extensions[annotations_pb2.http]
+        rule: http_pb2.HttpRule = method.options.Extensions[HTTP_RULE]
         verb = rule.WhichOneof("pattern")
         assert verb is not None
         mapped.add((verb, getattr(rule, verb)))

@@ -1,0 +1,1 @@
+"""The notebook service: notebooks, cells, their analysis, storage and events."""

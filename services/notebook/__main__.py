@@ -1,0 +1,35 @@
+"""Entry point: python -m services.notebook"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.notebook.config import Settings
+from services.notebook.manager import NotebookManager
+from services.notebook.server import build_server
+from services.notebook.store import open_store
+from services.shared import logs
+from services.shared.auth import InternalTokens
+from services.shared.grpc_server import serve
+
+logger = logging.getLogger(__name__)
+
+
+async def main() -> None:
+    settings = Settings.from_env()
+    logs.configure("notebook", settings.log_level, settings.log_format)
+    async with open_store(settings.store, settings.data_dir) as store:
+        manager = NotebookManager(store)
+        verifier = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
+        server, port = build_server(
+            manager, f"[::]:{settings.port}", verifier, settings.max_code_bytes
+        )
+        logger.info(
+            "notebook service listening on port %d (store: %s)", port, settings.store
+        )
+        await serve(server)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

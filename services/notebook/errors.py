@@ -1,0 +1,80 @@
+"""The notebook service's errors, each already in its status category."""
+
+from __future__ import annotations
+
+from services.shared.errors import (
+    Aborted,
+    AlreadyExists,
+    DataLoss,
+    InvalidArgument,
+    NotFound,
+)
+
+
+class NotebookNotFound(NotFound):
+    """No such notebook, or it belongs to someone else: the two look alike."""
+
+    def __init__(self, notebook_id: str) -> None:
+        super().__init__(
+            f"notebook {notebook_id!r} does not exist",
+            reason="NOTEBOOK_NOT_FOUND",
+            metadata={"notebook_id": notebook_id},
+        )
+        self.notebook_id = notebook_id
+
+
+class CellNotFound(NotFound):
+    """The notebook has no cell with this id."""
+
+    def __init__(self, notebook_id: str, cell_id: str) -> None:
+        super().__init__(
+            f"cell {cell_id!r} does not exist in notebook {notebook_id!r}",
+            reason="CELL_NOT_FOUND",
+            metadata={"notebook_id": notebook_id, "cell_id": cell_id},
+        )
+
+
+class NotebookAlreadyExists(AlreadyExists):
+    """A notebook with this id is already stored."""
+
+    def __init__(self, notebook_id: str) -> None:
+        super().__init__(
+            f"notebook {notebook_id!r} already exists",
+            reason="NOTEBOOK_EXISTS",
+            metadata={"notebook_id": notebook_id},
+        )
+
+
+class RevisionConflict(Aborted):
+    """A write expected another revision than the stored one."""
+
+    def __init__(self, notebook_id: str, expected: int, current: int) -> None:
+        super().__init__(
+            f"notebook {notebook_id!r} is at revision {current}, "
+            f"not {expected}: reload it and retry",
+            current_revision=current,
+            reason="REVISION_CONFLICT",
+            metadata={"notebook_id": notebook_id, "expected_revision": str(expected)},
+        )
+        self.current = current
+
+
+class NotebookCorrupt(DataLoss):
+    """The stored document cannot be read back."""
+
+    def __init__(self, notebook_id: str, detail: str) -> None:
+        super().__init__(
+            f"notebook {notebook_id!r} is stored but cannot be read: {detail}",
+            reason="NOTEBOOK_CORRUPT",
+            metadata={"notebook_id": notebook_id},
+        )
+
+
+class InvalidPageToken(InvalidArgument):
+    """A page token that this service did not issue."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "page_token is not a token from a previous response",
+            field_violations=[("page_token", "not a token from a previous response")],
+        )

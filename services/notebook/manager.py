@@ -1,0 +1,424 @@
+"""The notebook service's application layer: load, check, edit, store, publish.
+
+Edits to one notebook are serialised by a per-notebook lock held from load
+to store, and every store write is conditional on the revision that was
+loaded, so a write from another replica in between is refused
+(RevisionConflict) instead of overwritten. A caller that passes an expected
+revision gets RevisionConflict when the notebook has moved on.
+
+Ownership is checked on every load: a notebook of another user raises the
+same NotebookNotFound as a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from services.notebook import edits, templates
+from services.notebook.changes import Change, ChangeKind, Snapshot
+from services.notebook.errors import NotebookNotFound, RevisionConflict
+from services.notebook.events import EventHub, Lagged
+from services.notebook.graphs import CellView, NotebookGraphs, cell_view, cell_views
+from services.notebook.models import (
+    Cell,
+    CellId,
+    CellStatus,
+    CellType,
+    Notebook,
+    NotebookId,
+    NotebookSummary,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable, Mapping
+
+    from services.notebook.store import NotebookStore
+    from services.shared.dataflow import DependencyGraph, GraphError
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class CellChange:
+    """The outcome of a cell edit."""
+
+    revision: int
+    cell: CellView | None
+    affected: tuple[CellView, ...]
+
+
+@dataclass(frozen=True)
+class _Edited:
+    before: Notebook
+    after: Notebook
+    graph: DependencyGraph
+    errors: dict[CellId, GraphError]
+    affected: tuple[CellView, ...]
+
+
+class NotebookManager:
+    """Notebooks as their owners see them."""
+
+    def __init__(
+        self,
+        store: NotebookStore,
+        hub: EventHub[Change] | None = None,
+        clock: Callable[[], datetime] = _now,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self._store = store
+        self._hub: EventHub[Change] = hub or EventHub()
+        self._graphs = NotebookGraphs()
+        self._clock = clock
+        self._new_id = new_id
+        self._locks: weakref.WeakValueDictionary[NotebookId, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    # -- notebooks ---------------------------------------------------------
+
+    async def create_notebook(self, owner: str, name: str, demo: bool) -> Snapshot:
+        """Create a notebook, empty or from the demo template."""
+        now = self._clock()
+        cells: tuple[Cell, ...] = ()
+        if demo:
+            cells = tuple(
+                Cell(CellId(self._cell_id()), t.type, t.code, t.result_name)
+                for t in templates.DEMO
+            )
+        notebook = Notebook(
+            id=NotebookId(self._new_id()),
+            owner=owner,
+            name=name or "Untitled",
+            revision=1,
+            create_time=now,
+            update_time=now,
+            cells=cells,
+        )
+        await self._store.create(notebook)
+        return self._snapshot(notebook)
+
+    async def list_notebooks(
+        self, owner: str, page_size: int, page_token: str
+    ) -> tuple[list[NotebookSummary], str]:
+        """One page of the owner's notebooks, newest first."""
+        return await self._store.list(owner, page_size, page_token)
+
+    async def get_notebook(self, owner: str, notebook_id: NotebookId) -> Snapshot:
+        """The notebook with its cells' analysis."""
+        return self._snapshot(await self._load(owner, notebook_id))
+
+    async def rename(
+        self, owner: str, notebook_id: NotebookId, name: str, expected: int
+    ) -> Notebook:
+        """Rename the notebook."""
+        done = await self._edit(
+            owner, notebook_id, expected, lambda nb, now: edits.rename(nb, name, now)
+        )
+        self._publish(
+            Change(
+                ChangeKind.NOTEBOOK_CHANGED, done.after.revision, done.after.summary()
+            )
+        )
+        return done.after
+
+    async def set_database_url(
+        self, owner: str, notebook_id: NotebookId, url: str, expected: int
+    ) -> Notebook:
+        """Set ("" clears) the notebook's database connection."""
+        done = await self._edit(
+            owner,
+            notebook_id,
+            expected,
+            lambda nb, now: edits.set_database_url(nb, url, now),
+        )
+        self._publish(
+            Change(
+                ChangeKind.NOTEBOOK_CHANGED, done.after.revision, done.after.summary()
+            )
+        )
+        return done.after
+
+    async def delete_notebook(
+        self, owner: str, notebook_id: NotebookId, expected: int
+    ) -> None:
+        """Delete the notebook; its watchers are told and their streams end."""
+        async with self._lock(notebook_id):
+            notebook = await self._load(owner, notebook_id)
+            _check_revision(notebook, expected)
+            await self._store.delete(notebook_id)
+        self._graphs.forget(notebook_id)
+        self._publish(
+            Change(
+                ChangeKind.NOTEBOOK_DELETED, notebook.revision + 1, notebook.summary()
+            )
+        )
+
+    # -- cells -------------------------------------------------------------
+
+    async def create_cell(
+        self,
+        owner: str,
+        notebook_id: NotebookId,
+        cell_type: CellType,
+        code: str,
+        result_name: str,
+        index: int | None,
+        expected: int,
+    ) -> CellChange:
+        """Insert a new (STALE) cell."""
+        cell_id = CellId(self._cell_id())
+
+        def add(notebook: Notebook, now: datetime) -> Notebook:
+            name = result_name
+            if cell_type is CellType.SQL and not name:
+                name = f"df_{len(notebook.cells) + 1}"
+            cell = Cell(
+                cell_id, cell_type, code, name if cell_type is CellType.SQL else ""
+            )
+            return edits.add_cell(notebook, cell, index, now)
+
+        done = await self._edit(owner, notebook_id, expected, add)
+        view = self._view(done, cell_id)
+        position = done.graph.order.index(cell_id)
+        self._publish(
+            Change(
+                ChangeKind.CELL_CREATED,
+                done.after.revision,
+                done.after.summary(),
+                cell=view,
+                index=position,
+            ),
+            *self._affected_changes(done),
+        )
+        return CellChange(done.after.revision, view, done.affected)
+
+    async def update_cell(
+        self,
+        owner: str,
+        notebook_id: NotebookId,
+        cell_id: CellId,
+        code: str,
+        result_name: str | None,
+        expected: int,
+    ) -> CellChange:
+        """Replace a cell's code; it becomes STALE."""
+        done = await self._edit(
+            owner,
+            notebook_id,
+            expected,
+            lambda nb, now: edits.update_cell(nb, cell_id, code, result_name, now),
+        )
+        view = self._view(done, cell_id)
+        self._publish(
+            Change(
+                ChangeKind.CELL_UPDATED,
+                done.after.revision,
+                done.after.summary(),
+                cell=view,
+            ),
+            *self._affected_changes(done),
+        )
+        return CellChange(done.after.revision, view, done.affected)
+
+    async def move_cell(
+        self,
+        owner: str,
+        notebook_id: NotebookId,
+        cell_id: CellId,
+        index: int,
+        expected: int,
+    ) -> Notebook:
+        """Move a cell to index."""
+        done = await self._edit(
+            owner,
+            notebook_id,
+            expected,
+            lambda nb, now: edits.move_cell(nb, cell_id, index, now),
+        )
+        self._publish(
+            Change(
+                ChangeKind.CELL_MOVED,
+                done.after.revision,
+                done.after.summary(),
+                cell_id=cell_id,
+                index=index,
+            )
+        )
+        return done.after
+
+    async def delete_cell(
+        self,
+        owner: str,
+        notebook_id: NotebookId,
+        cell_id: CellId,
+        expected: int,
+    ) -> CellChange:
+        """Delete a cell."""
+        done = await self._edit(
+            owner,
+            notebook_id,
+            expected,
+            lambda nb, now: edits.delete_cell(nb, cell_id, now),
+        )
+        self._publish(
+            Change(
+                ChangeKind.CELL_DELETED,
+                done.after.revision,
+                done.after.summary(),
+                cell_id=cell_id,
+            ),
+            *self._affected_changes(done),
+        )
+        return CellChange(done.after.revision, None, done.affected)
+
+    async def record_result(
+        self,
+        owner: str,
+        notebook_id: NotebookId,
+        cell_id: CellId,
+        status: CellStatus,
+        result: Mapping[str, Any],
+    ) -> int:
+        """Store a cell's run result; return the new revision."""
+        done = await self._edit(
+            owner,
+            notebook_id,
+            0,
+            lambda nb, now: edits.record_result(nb, cell_id, status, result, now),
+        )
+        self._publish(
+            Change(
+                ChangeKind.RESULT_RECORDED,
+                done.after.revision,
+                done.after.summary(),
+                cell=self._view(done, cell_id),
+            )
+        )
+        return done.after.revision
+
+    # -- watching ----------------------------------------------------------
+
+    async def watch(
+        self, owner: str, notebook_id: NotebookId, since_revision: int
+    ) -> AsyncGenerator[Snapshot | Change]:
+        """A snapshot (or the changes missed since since_revision), then
+        every change as it happens, until the notebook is deleted."""
+        await self._load(owner, notebook_id)
+        async with self._hub.subscribe(notebook_id) as subscription:
+            # Loaded again after subscribing, so no change falls in between.
+            notebook = await self._load(owner, notebook_id)
+            last = notebook.revision
+            missed = self._missed(notebook, since_revision)
+            if missed is None:
+                yield self._snapshot(notebook)
+            else:
+                for change in missed:
+                    yield change
+                    last = change.revision
+            while True:
+                item = await subscription.next()
+                if isinstance(item, Lagged):
+                    notebook = await self._load(owner, notebook_id)
+                    last = notebook.revision
+                    yield self._snapshot(notebook)
+                    continue
+                if item.revision <= last:
+                    continue
+                yield item.event
+                if item.event.kind is ChangeKind.NOTEBOOK_DELETED:
+                    return
+
+    def watcher_count(self, notebook_id: NotebookId) -> int:
+        """How many streams watch the notebook (for tests and metrics)."""
+        return self._hub.watcher_count(notebook_id)
+
+    # -- internals ---------------------------------------------------------
+
+    def _missed(self, notebook: Notebook, since: int) -> list[Change] | None:
+        if since <= 0 or since > notebook.revision:
+            return None
+        if since == notebook.revision:
+            return []
+        published = self._hub.since(notebook.id, since)
+        if published is None or any(p.revision > notebook.revision for p in published):
+            return None
+        return [p.event for p in published]
+
+    def _cell_id(self) -> str:
+        return self._new_id()[:12]
+
+    def _lock(self, notebook_id: NotebookId) -> asyncio.Lock:
+        lock = self._locks.get(notebook_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[notebook_id] = lock
+        return lock
+
+    async def _load(self, owner: str, notebook_id: NotebookId) -> Notebook:
+        notebook = await self._store.get(notebook_id)
+        if notebook.owner != owner:
+            raise NotebookNotFound(notebook_id)
+        return notebook
+
+    async def _edit(
+        self,
+        owner: str,
+        notebook_id: NotebookId,
+        expected: int,
+        edit: Callable[[Notebook, datetime], Notebook],
+    ) -> _Edited:
+        async with self._lock(notebook_id):
+            before = await self._load(owner, notebook_id)
+            _check_revision(before, expected)
+            errors_before = self._graphs.graph(before).errors()
+            after = edit(before, self._clock())
+            await self._store.put(after, before.revision)
+            graph = self._graphs.advance(before, after)
+        errors = graph.errors()
+        changed = {
+            cell_id
+            for cell_id in errors.keys() | errors_before.keys()
+            if errors.get(cell_id) != errors_before.get(cell_id)
+        }
+        affected = tuple(
+            cell_view(cell, graph, errors)
+            for cell in after.cells
+            if cell.id in changed and before.cell(cell.id) is cell
+        )
+        return _Edited(before, after, graph, errors, affected)
+
+    def _view(self, done: _Edited, cell_id: CellId) -> CellView:
+        cell = done.after.cell(cell_id)
+        assert cell is not None
+        return cell_view(cell, done.graph, done.errors)
+
+    def _affected_changes(self, done: _Edited) -> list[Change]:
+        summary = done.after.summary()
+        return [
+            Change(ChangeKind.CELL_UPDATED, done.after.revision, summary, cell=view)
+            for view in done.affected
+        ]
+
+    def _snapshot(self, notebook: Notebook) -> Snapshot:
+        return Snapshot(notebook, cell_views(notebook, self._graphs.graph(notebook)))
+
+    def _publish(self, *changes: Change) -> None:
+        for change in changes:
+            self._hub.publish(change.notebook.id, change.revision, change)
+
+
+def _check_revision(notebook: Notebook, expected: int) -> None:
+    if expected and expected != notebook.revision:
+        raise RevisionConflict(notebook.id, expected, notebook.revision)

@@ -1,0 +1,44 @@
+"""Wiring of the notebook service's gRPC server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
+from services.notebook.service import NotebookInternalServicer, NotebookServicer
+from services.shared.grpc_server import create_server
+
+if TYPE_CHECKING:
+    import grpc
+
+    from services.notebook.manager import NotebookManager
+    from services.shared.auth import TokenVerifier
+
+SERVICE_NAMES = (
+    notebook_pb2.DESCRIPTOR.services_by_name["NotebookService"].full_name,
+    notebook_pb2.DESCRIPTOR.services_by_name["NotebookInternalService"].full_name,
+)
+
+
+def build_server(
+    manager: NotebookManager,
+    address: str,
+    verifier: TokenVerifier,
+    max_code_bytes: int = 1024 * 1024,
+) -> tuple[grpc.aio.Server, int]:
+    """Build (unstarted) and bind the notebook service's server."""
+    public = NotebookServicer(manager, max_code_bytes)
+    internal = NotebookInternalServicer(manager)
+    return create_server(
+        [
+            lambda s: notebook_pb2_grpc.add_NotebookServiceServicer_to_server(
+                public, s
+            ),
+            lambda s: notebook_pb2_grpc.add_NotebookInternalServiceServicer_to_server(
+                internal, s
+            ),
+        ],
+        address,
+        SERVICE_NAMES,
+        token_verifier=verifier,
+    )

@@ -1,0 +1,298 @@
+"""The notebook service's gRPC edge: validate, delegate to the manager, convert."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
+from services.notebook import convert
+from services.notebook.changes import Snapshot
+from services.notebook.models import CellId, CellStatus, CellType, NotebookId
+from services.notebook.validation import Violations, page_size
+from services.shared.auth import current_user
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import grpc
+
+    from services.notebook.graphs import CellView
+    from services.notebook.manager import NotebookManager
+
+    Context = grpc.aio.ServicerContext[object, object]
+
+# Statuses a finished run can leave a cell in.
+_RESULT_STATUSES = {
+    CellStatus.SUCCESS,
+    CellStatus.ERROR,
+    CellStatus.BLOCKED,
+    CellStatus.INTERRUPTED,
+}
+
+
+def _notebook_id(violations: Violations, value: str) -> NotebookId:
+    violations.identifier("notebook_id", value)
+    return NotebookId(value)
+
+
+def _cell_id(violations: Violations, value: str) -> CellId:
+    violations.identifier("cell_id", value)
+    return CellId(value)
+
+
+def _cells(views: tuple[CellView, ...]) -> list[notebook_pb2.Cell]:
+    return [convert.cell_to_proto(view) for view in views]
+
+
+class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
+    """Public notebook RPCs, each acting for the caller of the internal token."""
+
+    def __init__(self, manager: NotebookManager, max_code_bytes: int) -> None:
+        self._manager = manager
+        self._max_code_bytes = max_code_bytes
+
+    async def CreateNotebook(
+        self, request: notebook_pb2.CreateNotebookRequest, context: Context
+    ) -> notebook_pb2.CreateNotebookResponse:
+        check = Violations()
+        check.name("name", request.name, required=False)
+        if request.template not in notebook_pb2.NotebookTemplate.values():
+            check.add("template", "is not a known template")
+        check.raise_if_any()
+        demo = request.template == notebook_pb2.NOTEBOOK_TEMPLATE_DEMO
+        snapshot = await self._manager.create_notebook(
+            current_user(), request.name, demo
+        )
+        return notebook_pb2.CreateNotebookResponse(
+            notebook=convert.snapshot_to_proto(snapshot)
+        )
+
+    async def ListNotebooks(
+        self, request: notebook_pb2.ListNotebooksRequest, context: Context
+    ) -> notebook_pb2.ListNotebooksResponse:
+        check = Violations()
+        size = page_size(request.page_size, check)
+        check.raise_if_any()
+        summaries, token = await self._manager.list_notebooks(
+            current_user(), size, request.page_token
+        )
+        return notebook_pb2.ListNotebooksResponse(
+            notebooks=[convert.summary_to_proto(s) for s in summaries],
+            next_page_token=token,
+        )
+
+    async def GetNotebook(
+        self, request: notebook_pb2.GetNotebookRequest, context: Context
+    ) -> notebook_pb2.GetNotebookResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check.raise_if_any()
+        snapshot = await self._manager.get_notebook(current_user(), notebook_id)
+        return notebook_pb2.GetNotebookResponse(
+            notebook=convert.snapshot_to_proto(snapshot)
+        )
+
+    async def RenameNotebook(
+        self, request: notebook_pb2.RenameNotebookRequest, context: Context
+    ) -> notebook_pb2.RenameNotebookResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check.name("name", request.name, required=True)
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        notebook = await self._manager.rename(
+            current_user(), notebook_id, request.name, request.expected_revision
+        )
+        return notebook_pb2.RenameNotebookResponse(
+            notebook=convert.summary_to_proto(notebook.summary())
+        )
+
+    async def SetDatabaseConnection(
+        self, request: notebook_pb2.SetDatabaseConnectionRequest, context: Context
+    ) -> notebook_pb2.SetDatabaseConnectionResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check.database_url("database_url", request.database_url)
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        notebook = await self._manager.set_database_url(
+            current_user(), notebook_id, request.database_url, request.expected_revision
+        )
+        return notebook_pb2.SetDatabaseConnectionResponse(
+            notebook=convert.summary_to_proto(notebook.summary())
+        )
+
+    async def ClearDatabaseConnection(
+        self, request: notebook_pb2.ClearDatabaseConnectionRequest, context: Context
+    ) -> notebook_pb2.ClearDatabaseConnectionResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        notebook = await self._manager.set_database_url(
+            current_user(), notebook_id, "", request.expected_revision
+        )
+        return notebook_pb2.ClearDatabaseConnectionResponse(
+            notebook=convert.summary_to_proto(notebook.summary())
+        )
+
+    async def DeleteNotebook(
+        self, request: notebook_pb2.DeleteNotebookRequest, context: Context
+    ) -> notebook_pb2.DeleteNotebookResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        await self._manager.delete_notebook(
+            current_user(), notebook_id, request.expected_revision
+        )
+        return notebook_pb2.DeleteNotebookResponse()
+
+    async def CreateCell(
+        self, request: notebook_pb2.CreateCellRequest, context: Context
+    ) -> notebook_pb2.CreateCellResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        cell_type = self._cell_type(check, request.type)
+        check.code("code", request.code, self._max_code_bytes)
+        if request.result_name:
+            check.result_name("result_name", request.result_name)
+        index = request.index if request.HasField("index") else None
+        if index is not None:
+            check.not_negative("index", index)
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        change = await self._manager.create_cell(
+            current_user(),
+            notebook_id,
+            cell_type,
+            request.code,
+            request.result_name,
+            index,
+            request.expected_revision,
+        )
+        reply = notebook_pb2.CreateCellResponse(
+            revision=change.revision, affected_cells=_cells(change.affected)
+        )
+        if change.cell is not None:
+            reply.cell.CopyFrom(convert.cell_to_proto(change.cell))
+        return reply
+
+    async def UpdateCell(
+        self, request: notebook_pb2.UpdateCellRequest, context: Context
+    ) -> notebook_pb2.UpdateCellResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        cell_id = _cell_id(check, request.cell_id)
+        check.code("code", request.code, self._max_code_bytes)
+        result_name = request.result_name if request.HasField("result_name") else None
+        if result_name is not None:
+            check.result_name("result_name", result_name)
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        change = await self._manager.update_cell(
+            current_user(),
+            notebook_id,
+            cell_id,
+            request.code,
+            result_name,
+            request.expected_revision,
+        )
+        reply = notebook_pb2.UpdateCellResponse(
+            revision=change.revision, affected_cells=_cells(change.affected)
+        )
+        if change.cell is not None:
+            reply.cell.CopyFrom(convert.cell_to_proto(change.cell))
+        return reply
+
+    async def MoveCell(
+        self, request: notebook_pb2.MoveCellRequest, context: Context
+    ) -> notebook_pb2.MoveCellResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        cell_id = _cell_id(check, request.cell_id)
+        check.not_negative("index", request.index)
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        notebook = await self._manager.move_cell(
+            current_user(),
+            notebook_id,
+            cell_id,
+            request.index,
+            request.expected_revision,
+        )
+        return notebook_pb2.MoveCellResponse(
+            revision=notebook.revision, cell_ids=[cell.id for cell in notebook.cells]
+        )
+
+    async def DeleteCell(
+        self, request: notebook_pb2.DeleteCellRequest, context: Context
+    ) -> notebook_pb2.DeleteCellResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        cell_id = _cell_id(check, request.cell_id)
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        change = await self._manager.delete_cell(
+            current_user(), notebook_id, cell_id, request.expected_revision
+        )
+        return notebook_pb2.DeleteCellResponse(
+            revision=change.revision, affected_cells=_cells(change.affected)
+        )
+
+    async def WatchNotebook(
+        self, request: notebook_pb2.WatchNotebookRequest, context: Context
+    ) -> AsyncIterator[notebook_pb2.WatchNotebookResponse]:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check.not_negative("since_revision", request.since_revision)
+        check.raise_if_any()
+        events = self._manager.watch(
+            current_user(), notebook_id, request.since_revision
+        )
+        async for item in events:
+            if isinstance(item, Snapshot):
+                yield convert.snapshot_event(item)
+            else:
+                yield convert.change_to_proto(item)
+
+    @staticmethod
+    def _cell_type(
+        check: Violations, value: notebook_pb2.CellType.ValueType
+    ) -> CellType:
+        if value == notebook_pb2.CELL_TYPE_UNSPECIFIED:
+            return CellType.PYTHON
+        cell_type = convert.cell_type_from_proto(value)
+        if cell_type is None:
+            check.add("type", f"{value} is not a known cell type")
+            return CellType.PYTHON
+        return cell_type
+
+
+class NotebookInternalServicer(notebook_pb2_grpc.NotebookInternalServiceServicer):
+    """RPCs for other Reflow services: recording run results."""
+
+    def __init__(self, manager: NotebookManager) -> None:
+        self._manager = manager
+
+    async def RecordCellResult(
+        self, request: notebook_pb2.RecordCellResultRequest, context: Context
+    ) -> notebook_pb2.RecordCellResultResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        cell_id = _cell_id(check, request.cell_id)
+        status = convert.status_from_proto(request.result.status)
+        if not request.HasField("result"):
+            check.add("result", "is required")
+        elif status not in _RESULT_STATUSES:
+            check.add("result.status", "must be SUCCESS, ERROR, BLOCKED or INTERRUPTED")
+        check.raise_if_any()
+        assert status is not None
+        revision = await self._manager.record_result(
+            current_user(),
+            notebook_id,
+            cell_id,
+            status,
+            convert.result_to_json(request.result),
+        )
+        return notebook_pb2.RecordCellResultResponse(revision=revision)
