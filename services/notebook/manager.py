@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from services.notebook import edits, templates
 from services.notebook.changes import Change, ChangeKind, Snapshot
 from services.notebook.errors import NotebookNotFound, RevisionConflict
-from services.notebook.events import EventHub, Lagged
 from services.notebook.graphs import CellView, NotebookGraphs, cell_view, cell_views
 from services.notebook.models import (
     Cell,
@@ -33,6 +32,7 @@ from services.notebook.models import (
     NotebookId,
     NotebookSummary,
 )
+from services.shared.fanout import EventHub, Lagged
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Mapping

@@ -8,8 +8,8 @@ from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.notebook import convert
 from services.notebook.changes import Snapshot
 from services.notebook.models import CellId, CellStatus, CellType, NotebookId
-from services.notebook.validation import Violations, page_size
 from services.shared.auth import current_user
+from services.shared.validation import Violations, page_size
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -296,3 +296,14 @@ class NotebookInternalServicer(notebook_pb2_grpc.NotebookInternalServiceServicer
             convert.result_to_json(request.result),
         )
         return notebook_pb2.RecordCellResultResponse(revision=revision)
+
+    async def GetDatabaseConnection(
+        self, request: notebook_pb2.GetDatabaseConnectionRequest, context: Context
+    ) -> notebook_pb2.GetDatabaseConnectionResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check.raise_if_any()
+        snapshot = await self._manager.get_notebook(current_user(), notebook_id)
+        return notebook_pb2.GetDatabaseConnectionResponse(
+            database_url=snapshot.notebook.database_url
+        )

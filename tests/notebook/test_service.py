@@ -10,10 +10,10 @@ import pytest
 
 from reflow.notebook.v1 import notebook_pb2
 from services.notebook.changes import Snapshot
-from services.notebook.events import EventHub
 from services.notebook.manager import NotebookManager
 from services.notebook.models import CellType
 from services.notebook.store.memory import MemoryStore
+from services.shared.fanout import EventHub
 from services.shared.grpc_client import service_error_from
 
 if TYPE_CHECKING:
@@ -672,3 +672,26 @@ async def test_record_result_needs_a_final_status(
     )
 
     assert bad_fields(error) == {"result.status"}
+
+
+async def test_internal_database_connection_is_unmasked(
+    stub: Stub, internal_stub: InternalStub, alice: Metadata, bob: Metadata
+) -> None:
+    notebook = await new_notebook(stub, alice)
+    url = "postgresql://alice:hunter2@db/sales"
+    await stub.SetDatabaseConnection(
+        pb.SetDatabaseConnectionRequest(notebook_id=notebook.id, database_url=url),
+        metadata=alice,
+    )
+
+    reply = await internal_stub.GetDatabaseConnection(
+        pb.GetDatabaseConnectionRequest(notebook_id=notebook.id), metadata=alice
+    )
+    foreign = await rpc_error(
+        internal_stub.GetDatabaseConnection(
+            pb.GetDatabaseConnectionRequest(notebook_id=notebook.id), metadata=bob
+        )
+    )
+
+    assert reply.database_url == url
+    assert foreign.code() == grpc.StatusCode.NOT_FOUND

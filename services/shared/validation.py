@@ -1,4 +1,4 @@
-"""Request checks that need no stored state, reported field by field.
+"""Request field checks shared by the services, reported field by field.
 
 Every problem found in a request is collected, so a client fixing its input
 sees all of them at once in the BadRequest detail rather than one per try.

@@ -1,4 +1,4 @@
-"""Per-notebook event fan-out with a short replay history.
+"""Keyed event fan-out (one key per notebook) with a short replay history.
 
 Every change to a notebook is published here with the revision it produced.
 Watchers each get a bounded queue: publishing never waits for a watcher, and

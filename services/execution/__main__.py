@@ -1,0 +1,49 @@
+"""Entry point: python -m services.execution"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.execution.clients import NotebookClient
+from services.execution.config import Settings
+from services.execution.kernel.process import KernelLauncher
+from services.execution.recorder import ResultRecorder
+from services.execution.server import build_server
+from services.execution.sessions import SessionManager
+from services.shared import logs
+from services.shared.auth import InternalTokens
+from services.shared.grpc_client import open_channel
+from services.shared.grpc_server import serve
+
+logger = logging.getLogger(__name__)
+
+
+async def main() -> None:
+    settings = Settings.from_env()
+    logs.configure("execution", settings.log_level, settings.log_format)
+    tokens = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
+    launcher = KernelLauncher(use_zygote=settings.kernels.use_zygote)
+    await launcher.start()
+    async with open_channel(settings.notebook_service_addr) as channel:
+        notebooks = NotebookClient(channel)
+        recorder = ResultRecorder(notebooks, tokens)
+        sessions = SessionManager(launcher, settings.kernels, recorder)
+        server, port = build_server(
+            sessions, notebooks, f"[::]:{settings.port}", tokens
+        )
+        logger.info(
+            "execution service listening on port %d (notebook service at %s)",
+            port,
+            settings.notebook_service_addr,
+        )
+        try:
+            await serve(server)
+        finally:
+            await sessions.close()
+            await recorder.close()
+            await launcher.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

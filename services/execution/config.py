@@ -1,0 +1,70 @@
+"""The execution service's settings, read once from EXECUTION_* variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from services.shared.auth import InternalAuthSettings
+from services.shared.config import EnvReader
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KernelSettings:
+    """Limits and timings that apply to every kernel."""
+
+    # 0 means no limit.
+    memory_limit_bytes: int = 0
+    # 0 means no limit.
+    cell_timeout_s: float = 0.0
+    output_limit_bytes: int = 2 * MIB
+    idle_timeout_s: float = 3600.0
+    interrupt_grace_s: float = 3.0
+    shutdown_timeout_s: float = 5.0
+    max_kernels_per_user: int = 10
+    max_kernels: int = 50
+    use_zygote: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the execution service is configured by."""
+
+    port: int
+    notebook_service_addr: str
+    kernels: KernelSettings
+    log_level: str
+    log_format: str
+    auth: InternalAuthSettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        read = EnvReader(env, prefix="EXECUTION_")
+        shared = EnvReader(env, prefix="")
+        kernels = KernelSettings(
+            memory_limit_bytes=read.integer("MEMORY_LIMIT_MB", 0, minimum=0) * MIB,
+            cell_timeout_s=read.number("CELL_TIMEOUT_S", 0.0),
+            output_limit_bytes=read.integer("OUTPUT_LIMIT_KB", 2048, minimum=1) * 1024,
+            idle_timeout_s=read.number("IDLE_TIMEOUT_S", 3600.0),
+            interrupt_grace_s=read.number("INTERRUPT_GRACE_S", 3.0),
+            shutdown_timeout_s=read.number("SHUTDOWN_TIMEOUT_S", 5.0),
+            max_kernels_per_user=read.integer("MAX_KERNELS_PER_USER", 10, minimum=1),
+            max_kernels=read.integer("MAX_KERNELS", 50, minimum=1),
+            use_zygote=read.boolean("USE_ZYGOTE", True),
+        )
+        return cls(
+            port=read.integer("PORT", 50052, minimum=0),
+            notebook_service_addr=shared.text(
+                "NOTEBOOK_SERVICE_ADDR", "localhost:50051"
+            ),
+            kernels=kernels,
+            log_level=read.text("LOG_LEVEL", "INFO"),
+            log_format=shared.choice("LOG_FORMAT", ("text", "json"), "text"),
+            auth=InternalAuthSettings.from_env(env),
+        )

@@ -1,0 +1,40 @@
+"""The execution service's errors, each already in its status category."""
+
+from __future__ import annotations
+
+from services.shared.errors import NotFound, ResourceExhausted
+
+
+class KernelNotFound(NotFound):
+    """The notebook has no kernel (or belongs to someone else)."""
+
+    def __init__(self, notebook_id: str) -> None:
+        super().__init__(
+            f"notebook {notebook_id!r} has no running kernel",
+            reason="KERNEL_NOT_FOUND",
+            metadata={"notebook_id": notebook_id},
+        )
+
+
+class TooManyKernels(ResourceExhausted):
+    """Starting another kernel would pass a configured limit."""
+
+    def __init__(self, scope: str, limit: int) -> None:
+        super().__init__(
+            f"{scope} already {'has' if scope != 'you' else 'have'} {limit} running "
+            f"kernels, the limit; shut one down (ShutdownKernel) and try again",
+            reason="TOO_MANY_KERNELS",
+            metadata={"limit": str(limit)},
+        )
+
+
+class WatcherTooSlow(ResourceExhausted):
+    """A stream reader fell too far behind the run's events."""
+
+    def __init__(self, notebook_id: str) -> None:
+        super().__init__(
+            f"the stream of notebook {notebook_id!r} fell too far behind its "
+            "events and was dropped; reconnect to continue",
+            reason="WATCHER_TOO_SLOW",
+            metadata={"notebook_id": notebook_id},
+        )

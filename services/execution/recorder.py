@@ -1,0 +1,100 @@
+"""Persisting finished cells on the notebook service, off the live path.
+
+A run streams its events to the caller at once; storing each result on the
+notebook service happens here, in one background task, so a slow or
+unavailable notebook service never delays or breaks a run. Pending results
+are keyed by (notebook, cell): a newer result of the same cell replaces one
+not yet sent, which bounds what waits here by the number of cells.
+
+Results are recorded with a token minted for the notebook's owner at send
+time: the caller's own token may have expired by the time a long run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from services.shared.errors import ServiceError
+
+if TYPE_CHECKING:
+    from reflow.notebook.v1 import notebook_pb2
+    from services.execution.clients import NotebookClient
+    from services.shared.auth import InternalTokens
+
+logger = logging.getLogger(__name__)
+
+_Key = tuple[str, str]
+
+
+class ResultRecorder:
+    """Sends cell results to the notebook service in the order they finished."""
+
+    def __init__(self, client: NotebookClient, tokens: InternalTokens) -> None:
+        self._client = client
+        self._tokens = tokens
+        self._pending: OrderedDict[_Key, tuple[str, notebook_pb2.CellResult]] = (
+            OrderedDict()
+        )
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def record(
+        self,
+        owner: str,
+        notebook_id: str,
+        cell_id: str,
+        result: notebook_pb2.CellResult,
+    ) -> None:
+        """Queue a result; returns at once."""
+        key = (notebook_id, cell_id)
+        self._pending.pop(key, None)
+        self._pending[key] = (owner, result)
+        self._idle.clear()
+        self._wakeup.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._send_forever())
+
+    async def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Wait until every queued result has been sent (or given up on)."""
+        await asyncio.wait_for(self._idle.wait(), timeout_s)
+
+    async def close(self) -> None:
+        """Send what is queued (briefly), then stop."""
+        try:
+            await self.wait_idle(timeout_s=5.0)
+        except TimeoutError:
+            logger.warning("dropping %d unrecorded cell results", len(self._pending))
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _send_forever(self) -> None:
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            (notebook_id, cell_id), (owner, result) = self._pending.popitem(last=False)
+            try:
+                await self._client.record_result(
+                    self._tokens.mint(owner), notebook_id, cell_id, result
+                )
+            except ServiceError as error:
+                logger.warning(
+                    "could not record the result of cell %s in notebook %s: %s",
+                    cell_id,
+                    notebook_id,
+                    error,
+                )
+            except Exception:
+                logger.exception(
+                    "unexpected error recording cell %s of notebook %s",
+                    cell_id,
+                    notebook_id,
+                )

@@ -1,0 +1,417 @@
+"""The kernel process: running cells, capturing output, errors, interrupts."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from reflow.execution.v1 import execution_pb2, kernel_pb2
+from reflow.notebook.v1 import notebook_pb2
+from services.execution.kernel.capture import truncation_notice
+from tests.execution.worker_harness import KernelHarness, start_kernel
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+SUCCESS = notebook_pb2.CELL_STATUS_SUCCESS
+ERROR = notebook_pb2.CELL_STATUS_ERROR
+INTERRUPTED = notebook_pb2.CELL_STATUS_INTERRUPTED
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[KernelHarness]:
+    """One kernel for the tests that do not depend on a fresh namespace."""
+    with start_kernel() as harness:
+        yield harness
+
+
+@pytest.fixture
+def fresh_kernel() -> Iterator[KernelHarness]:
+    with start_kernel() as harness:
+        yield harness
+
+
+def wait_for_stdout(kernel: KernelHarness, cell_id: str, text: str) -> None:
+    """Read the cell's events until `text` has been printed."""
+    seen = ""
+    while text not in seen:
+        event = kernel.read_event()
+        assert event.cell_id == cell_id
+        assert not event.HasField("done"), f"cell finished early: {event.done}"
+        seen += event.stream_chunk.text
+
+
+def test_last_expression_is_displayed(kernel: KernelHarness) -> None:
+    run = kernel.run("1 + 1")
+
+    assert run.status == SUCCESS
+    assert run.texts == ["2"]
+
+
+@pytest.mark.parametrize("code", ["x_assigned = 1", "None", "def f():\n    return 1"])
+def test_statements_and_none_are_not_displayed(
+    kernel: KernelHarness, code: str
+) -> None:
+    run = kernel.run(code)
+
+    assert run.status == SUCCESS
+    assert run.outputs == []
+
+
+@pytest.mark.parametrize("code", ["1 + 1;", "1 + 1;  # quiet", "x = 2\nx;\n\n"])
+def test_trailing_semicolon_suppresses_the_value(
+    kernel: KernelHarness, code: str
+) -> None:
+    run = kernel.run(code)
+
+    assert run.status == SUCCESS
+    assert run.outputs == []
+
+
+def test_semicolon_inside_a_string_does_not_suppress(kernel: KernelHarness) -> None:
+    run = kernel.run("'a;'")
+
+    assert run.texts == ["'a;'"]
+
+
+def test_state_persists_across_cells(kernel: KernelHarness) -> None:
+    kernel.run("persisted = 41")
+
+    run = kernel.run("persisted + 1")
+
+    assert run.texts == ["42"]
+
+
+def test_delete_names_in_execute_request(kernel: KernelHarness) -> None:
+    kernel.run("doomed = 1")
+
+    run = kernel.run("doomed", delete_names=["doomed", "never_defined"])
+
+    assert run.status == ERROR
+    assert run.error.type == "NameError"
+
+
+def test_delete_names_request_is_answered(kernel: KernelHarness) -> None:
+    kernel.run("gone = 1")
+
+    kernel.send(
+        kernel_pb2.KernelRequest(
+            delete_names=kernel_pb2.DeleteNamesRequest(names=["gone"])
+        )
+    )
+    reply = kernel.read_event()
+    run = kernel.run("'gone' in globals()")
+
+    assert reply.WhichOneof("event") == "names_deleted"
+    assert run.texts == ["False"]
+
+
+def test_namespace_is_a_fresh_main_module(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import pickle\nclass Point:\n    pass\n"
+        "(__name__, type(pickle.loads(pickle.dumps(Point()))).__name__)"
+    )
+
+    assert run.texts == ["('__main__', 'Point')"]
+
+
+def test_print_shell_and_raw_writes_arrive_in_order(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import os\n"
+        "print('one')\n"
+        "os.system('echo two')\n"
+        "os.write(1, b'three\\n')\n"
+        "print('four')\n"
+    )
+
+    assert run.stdout == "one\ntwo\nthree\nfour\n"
+
+
+def test_stderr_is_separate_from_stdout(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import os, sys\nprint('out')\nprint('err', file=sys.stderr)\n"
+        "os.system('echo shell-err >&2')"
+    )
+
+    assert run.stdout == "out\n"
+    assert run.stderr == "err\nshell-err\n"
+
+
+def test_many_lines_arrive_in_few_messages(kernel: KernelHarness) -> None:
+    lines = 100_000
+
+    run = kernel.run(f"for i in range({lines}):\n    print(i)")
+
+    assert run.stdout == "".join(f"{i}\n" for i in range(lines))
+    assert len(run.chunks) < lines / 200
+
+
+def test_output_is_streamed_while_the_cell_runs(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import time\nfor i in range(5):\n    print(i)\n    time.sleep(0.1)"
+    )
+
+    assert run.stdout == "0\n1\n2\n3\n4\n"
+    assert len(run.chunks) >= 3
+
+
+def test_flood_is_capped_and_the_kernel_stays_responsive(kernel: KernelHarness) -> None:
+    limit = 256 * 1024
+    started = time.monotonic()
+
+    # 10^7 lines, printed a thousand at a time.
+    flood = kernel.run(
+        "for _ in range(10_000):\n    print('line\\n' * 999 + 'line')",
+        output_limit_bytes=limit,
+    )
+    after = kernel.run("'still here'")
+
+    assert flood.status == SUCCESS
+    assert flood.done.output_truncated
+    assert flood.chunks[-1].truncated
+    assert flood.stdout.endswith(truncation_notice(limit))
+    assert len(flood.stdout) == limit + len(truncation_notice(limit))
+    assert not any(chunk.truncated for chunk in flood.chunks[:-1])
+    assert after.texts == ["'still here'"]
+    assert not after.done.output_truncated
+    assert time.monotonic() - started < 30
+
+
+def test_output_within_the_limit_is_not_truncated(kernel: KernelHarness) -> None:
+    run = kernel.run("print('x' * 99)", output_limit_bytes=100)
+
+    assert run.stdout == "x" * 99 + "\n"
+    assert not run.done.output_truncated
+
+
+def test_exception_traceback_shows_cell_lines_only(kernel: KernelHarness) -> None:
+    run = kernel.run("x = 1\n\ndef f():\n    return 1 / 0\n\nf()", cell_id="abc")
+
+    assert run.status == ERROR
+    assert run.error.type == "ZeroDivisionError"
+    assert run.error.message == "division by zero"
+    assert [(f.cell_id, f.line, f.function) for f in run.error.frames] == [
+        ("abc", 6, "<module>"),
+        ("abc", 4, "f"),
+    ]
+    assert run.error.frames[1].source_line == "return 1 / 0"
+    assert run.error.traceback.startswith("Traceback (most recent call last):\n")
+    assert "  Cell abc, line 4, in f\n    return 1 / 0\n" in run.error.traceback
+    assert "worker.py" not in run.error.traceback
+    assert "File " not in run.error.traceback
+
+
+def test_library_frames_called_from_a_cell_are_kept(kernel: KernelHarness) -> None:
+    run = kernel.run("import json\njson.loads('{')", cell_id="lib")
+
+    assert run.error.type == "JSONDecodeError"
+    assert run.error.frames[0].cell_id == "lib"
+    assert any(f.filename.endswith("json/decoder.py") for f in run.error.frames)
+
+
+def test_huge_exception_message_is_cut(kernel: KernelHarness) -> None:
+    run = kernel.run("raise ValueError('x' * 10**7)")
+    after = kernel.run("'alive'")
+
+    assert run.error.type == "ValueError"
+    assert len(run.error.message) < 20_000
+    assert len(run.error.traceback) < 70_000
+    assert after.texts == ["'alive'"]
+
+
+def test_deep_recursion_keeps_a_bounded_traceback(kernel: KernelHarness) -> None:
+    run = kernel.run("def down(n):\n    return down(n + 1)\ndown(0)")
+
+    assert run.error.type == "RecursionError"
+    assert run.error.frames[0].function == "<module>"
+    assert len(run.error.frames) <= 200
+
+
+def test_syntax_error_is_a_cell_error(kernel: KernelHarness) -> None:
+    run = kernel.run("x = 1\ny = (", cell_id="bad")
+    after = kernel.run("1")
+
+    assert run.status == ERROR
+    assert run.error.type == "SyntaxError"
+    assert [(f.cell_id, f.line) for f in run.error.frames] == [("bad", 2)]
+    assert "Cell bad, line 2" in run.error.traceback
+    assert after.status == SUCCESS
+
+
+def test_system_exit_fails_the_cell_not_the_kernel(kernel: KernelHarness) -> None:
+    run = kernel.run("import sys\nsys.exit(3)")
+    after = kernel.run("'alive'")
+
+    assert run.status == ERROR
+    assert run.error.type == "SystemExit"
+    assert after.texts == ["'alive'"]
+
+
+def test_top_level_await(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import asyncio\nawaited = await asyncio.sleep(0, result=7)\n"
+        "await asyncio.sleep(0, result=awaited * 6)"
+    )
+
+    assert run.status == SUCCESS
+    assert run.texts == ["42"]
+
+
+def test_markdown_cell_is_shown_as_markdown(kernel: KernelHarness) -> None:
+    run = kernel.run("# Title\n*text*", cell_type=notebook_pb2.CELL_TYPE_MARKDOWN)
+
+    assert run.status == SUCCESS
+    assert [(o.mime_type, o.text) for o in run.outputs] == [
+        ("text/markdown", "# Title\n*text*")
+    ]
+
+
+def test_display_and_prints_keep_their_order(kernel: KernelHarness) -> None:
+    run = kernel.run("print('a')\ndisplay(1, 'two')\nprint('b')\n3")
+
+    assert run.kinds() == [
+        "stream_chunk",
+        "output",
+        "output",
+        "stream_chunk",
+        "output",
+        "done",
+    ]
+    assert run.texts == ["1", "'two'", "3"]
+
+
+def test_input_gets_end_of_file(kernel: KernelHarness) -> None:
+    run = kernel.run("input()")
+
+    assert run.error.type == "EOFError"
+
+
+def test_kernel_never_imports_grpc(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import sys\nsorted(m for m in sys.modules if m.split('.')[0] == 'grpc')"
+    )
+
+    assert run.texts == ["[]"]
+
+
+def test_figures_left_open_become_images_once(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import matplotlib.pyplot as plt\n"
+        "first = plt.figure()\nplt.plot([1, 2])\n"
+        "second = plt.figure()\nplt.plot([2, 1])\n"
+        "second"
+    )
+    after = kernel.run("import matplotlib.pyplot as plt\nplt.get_fignums()")
+
+    assert [o.mime_type for o in run.outputs] == ["image/png", "image/png"]
+    assert all(o.binary.startswith(b"\x89PNG\r\n\x1a\n") for o in run.outputs)
+    assert after.texts == ["[]"]
+
+
+def test_artists_as_last_expression_show_only_their_figure(
+    kernel: KernelHarness,
+) -> None:
+    run = kernel.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])")
+
+    assert [o.mime_type for o in run.outputs] == ["image/png"]
+
+
+def test_plt_show_does_not_lose_the_figure(kernel: KernelHarness) -> None:
+    run = kernel.run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
+
+    assert run.status == SUCCESS
+    assert [o.mime_type for o in run.outputs] == ["image/png"]
+    assert run.stderr == ""
+
+
+def test_sigint_interrupts_a_busy_cell_and_keeps_state(
+    fresh_kernel: KernelHarness,
+) -> None:
+    fresh_kernel.run("kept = 5")
+    cell_id = fresh_kernel.start_cell("print('spinning')\nwhile True:\n    pass")
+    wait_for_stdout(fresh_kernel, cell_id, "spinning")
+
+    fresh_kernel.interrupt()
+    run = fresh_kernel.finish_cell(cell_id)
+    after = fresh_kernel.run("kept")
+
+    assert run.status == INTERRUPTED
+    assert run.error.type == "KeyboardInterrupt"
+    assert run.error.frames[0].cell_id == cell_id
+    assert after.texts == ["5"]
+
+
+def test_sigint_interrupts_a_top_level_await(fresh_kernel: KernelHarness) -> None:
+    cell_id = fresh_kernel.start_cell(
+        "import asyncio\nprint('waiting')\nawait asyncio.sleep(3600)"
+    )
+    wait_for_stdout(fresh_kernel, cell_id, "waiting")
+
+    fresh_kernel.interrupt()
+    run = fresh_kernel.finish_cell(cell_id)
+    after = fresh_kernel.run("await asyncio.sleep(0, result='next')")
+
+    assert run.status == INTERRUPTED
+    assert after.texts == ["'next'"]
+
+
+@pytest.mark.parametrize(
+    "loop", ["while True:\n    display('x')", "while True:\n    print('x' * 100)"]
+)
+def test_sigint_during_output_keeps_the_channel_intact(
+    fresh_kernel: KernelHarness, loop: str
+) -> None:
+    cell_id = fresh_kernel.start_cell(loop, output_limit_bytes=1 << 30)
+    first = fresh_kernel.read_event()
+    assert first.WhichOneof("event") in ("output", "stream_chunk")
+
+    fresh_kernel.interrupt()
+    run = fresh_kernel.finish_cell(cell_id)
+    after = fresh_kernel.run("'intact'")
+
+    assert run.status == INTERRUPTED
+    assert after.texts == ["'intact'"]
+
+
+def test_sigint_while_idle_is_ignored(fresh_kernel: KernelHarness) -> None:
+    fresh_kernel.interrupt()
+
+    run = fresh_kernel.run("'fine'")
+
+    assert run.status == SUCCESS
+    assert run.texts == ["'fine'"]
+
+
+def test_background_output_goes_to_the_next_cell(fresh_kernel: KernelHarness) -> None:
+    # The subprocess holds fd 1 and prints after its cell finished.
+    first = fresh_kernel.run(
+        "import subprocess\nlate = subprocess.Popen('sleep 0.2; echo late', shell=True)"
+    )
+
+    second = fresh_kernel.run("late.wait()")
+
+    assert first.stdout == ""
+    assert second.stdout == "late\n"
+    assert second.texts == ["0"]
+
+
+def test_shutdown_request_exits_cleanly(fresh_kernel: KernelHarness) -> None:
+    assert fresh_kernel.shutdown() == 0
+
+
+def test_closing_sys_stdout_does_not_silence_later_cells(
+    kernel: KernelHarness,
+) -> None:
+    kernel.run("import sys\nsys.stdout.close()")
+
+    run = kernel.run("print('back')")
+
+    assert run.stdout == "back\n"
+
+
+def test_stream_chunks_name_their_stream(kernel: KernelHarness) -> None:
+    run = kernel.run("print('x')")
+
+    assert [c.stream for c in run.chunks] == [execution_pb2.STREAM_STDOUT]
