@@ -6,7 +6,7 @@ VENV := .venv
 RUN := $(UV) run --frozen --no-sync
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help install protos test lint typecheck check run bench internal-token token clean
+.PHONY: help install protos web-protos envoy-config test lint typecheck check run bench internal-token token clean
 
 # Show available commands
 help:
@@ -34,8 +34,20 @@ protos/.generated: $(VENV)/.installed $(PROTOS) protos/generate.sh
 	$(RUN) sh protos/generate.sh
 	touch $@
 
+# Generate the browser (gRPC-Web) client code from protos/ into web/gen/
+web-protos: web/gen/.generated
+
+web/gen/.generated: node_modules/.installed $(PROTOS) buf.gen.yaml
+	rm -rf web/gen
+	npx --no-install buf generate
+	touch $@
+
+# Rewrite envoy.yaml from services/stack/envoy.yaml.tmpl (the defaults of `make run`)
+envoy-config: install
+	$(RUN) python -m services.stack.envoy_config --output envoy.yaml
+
 # Run the whole test suite (installs what is missing first)
-test: install protos
+test: install protos web-protos
 	$(RUN) pytest $(PYTEST_ARGS)
 
 # Lint: ruff, ruff format, buf lint
@@ -52,9 +64,18 @@ typecheck: install protos
 # Everything CI runs
 check: lint typecheck test
 
+# Start the whole stack locally (services + Envoy on :8080); Ctrl-C stops it
+run: install protos
+	$(RUN) python -m services.stack
+
+# Print a dev token for USER (`make -s token USER=alice`), accepted by `make run`'s gateway
+token: install
+	@GATEWAY_DATA_DIR="$${GATEWAY_DATA_DIR:-$${REFLOW_DATA_DIR:-data}/gateway}" \
+		$(RUN) python -m services.gateway.devtoken $(or $(USER_NAME),$(USER))
+
 # Print an internal token for USER (to call a service directly with grpcurl)
 internal-token: install
 	@$(RUN) python -m services.shared.auth mint $(or $(USER_NAME),$(USER))
 
 clean:
-	rm -rf $(VENV) .tools node_modules protos/.generated
+	rm -rf $(VENV) .tools node_modules protos/.generated web/gen

@@ -1,0 +1,1 @@
+"""The local stack: every service and Envoy as processes (`make run`)."""

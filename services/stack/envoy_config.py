@@ -1,0 +1,177 @@
+"""Envoy's configuration, rendered from ``envoy.yaml.tmpl`` beside this module.
+
+Envoy's YAML has no environment substitution, so the ports, addresses and
+allowed CORS origins are filled in here: the stack runner renders a copy with
+the ports it was given, and the repository's ``envoy.yaml`` is the rendering
+with the defaults (``make envoy-config``; a test keeps it current). The
+template holds the reasoning; this module only substitutes values, each
+checked so that nothing it writes can change the YAML's structure.
+
+    python -m services.stack.envoy_config [--output envoy.yaml] [--http-port 8080] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+TEMPLATE: Final = Path(__file__).with_name("envoy.yaml.tmpl")
+
+PUBLIC_SERVICES: Final = (
+    "reflow.notebook.v1.NotebookService",
+    "reflow.execution.v1.ExecutionService",
+    "reflow.assistant.v1.AssistantService",
+    "reflow.gateway.v1.GatewayService",
+)
+"""What the transcoder maps to REST: the services the gateway forwards or serves."""
+
+DEFAULT_ORIGINS: Final = ("http://localhost:5173", "http://127.0.0.1:5173")
+"""A front-end dev server (Vite's default port) calling the stack from another
+origin. The UI served through Envoy itself is same-origin and needs no CORS."""
+
+_HOST = re.compile(r"^[A-Za-z0-9.:_-]+$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
+
+
+class Address(NamedTuple):
+    """A host and port, as Envoy's socket_address wants them."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """``host:port`` (``[v6]:port`` too) -> Address; ValueError if malformed."""
+        host, sep, port = text.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not port.isdigit():
+            raise ValueError(f"{text!r} is not HOST:PORT")
+        return cls(_checked_host(host), _checked_port(int(port)))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class EnvoyOptions:
+    """Everything the rendered configuration varies by."""
+
+    listen: Address = Address("127.0.0.1", 8080)
+    admin: Address = Address("127.0.0.1", 9901)
+    gateway_grpc: Address = Address("127.0.0.1", 50050)
+    gateway_http: Address = Address("127.0.0.1", 8000)
+    # Relative paths are relative to Envoy's working directory.
+    descriptor: str = "protos/reflow.binpb"
+    # Exact origins; "*" allows any origin.
+    allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
+
+
+def render(options: EnvoyOptions) -> str:
+    """The YAML configuration for ``options``; ValueError for a bad value."""
+    values = {
+        "header": f"# Values: {_describe(options)}",
+        "admin_host": _checked_host(options.admin.host),
+        "admin_port": _checked_port(options.admin.port),
+        "listen_host": _checked_host(options.listen.host),
+        "http_port": _checked_port(options.listen.port),
+        "gateway_grpc_host": _checked_host(options.gateway_grpc.host),
+        "gateway_grpc_port": _checked_port(options.gateway_grpc.port),
+        "gateway_http_host": _checked_host(options.gateway_http.host),
+        "gateway_http_port": _checked_port(options.gateway_http.port),
+        "descriptor": json.dumps(options.descriptor),
+        "services": json.dumps(list(PUBLIC_SERVICES)),
+        "allowed_origins": _origin_matchers(options.allowed_origins),
+    }
+    return string.Template(TEMPLATE.read_text()).substitute(values)
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """A comma-separated list of origins, as REFLOW_CORS_ORIGINS holds them."""
+    return tuple(origin.strip() for origin in text.split(",") if origin.strip())
+
+
+def _describe(options: EnvoyOptions) -> str:
+    return (
+        f"listen {options.listen}, admin {options.admin}, "
+        f"gateway gRPC {options.gateway_grpc}, gateway HTTP {options.gateway_http}"
+    )
+
+
+def _origin_matchers(origins: Sequence[str]) -> str:
+    """A YAML flow list of Envoy string matchers, one per allowed origin."""
+    matchers: list[dict[str, object]] = []
+    for origin in origins:
+        if origin == "*":
+            matchers.append({"safe_regex": {"regex": ".*"}})
+        elif _ORIGIN.match(origin):
+            matchers.append({"exact": origin})
+        else:
+            raise ValueError(
+                f"CORS origin {origin!r} is not '*' or scheme://host[:port]"
+            )
+    # JSON is YAML: quoted strings cannot break out of the flow list.
+    return json.dumps(matchers)
+
+
+def _checked_host(host: str) -> str:
+    if not _HOST.match(host):
+        raise ValueError(f"{host!r} is not a host name or IP address")
+    return host
+
+
+def _checked_port(port: int) -> int:
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    return port
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Render the configuration to a file or stdout."""
+    defaults = EnvoyOptions()
+    parser = argparse.ArgumentParser(
+        prog="python -m services.stack.envoy_config",
+        description="Render Envoy's configuration for the Reflow stack.",
+    )
+    parser.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    parser.add_argument("--listen", type=Address.parse, default=defaults.listen)
+    parser.add_argument("--admin", type=Address.parse, default=defaults.admin)
+    parser.add_argument(
+        "--gateway-grpc", type=Address.parse, default=defaults.gateway_grpc
+    )
+    parser.add_argument(
+        "--gateway-http", type=Address.parse, default=defaults.gateway_http
+    )
+    parser.add_argument("--descriptor", default=defaults.descriptor)
+    parser.add_argument(
+        "--allowed-origins",
+        type=parse_origins,
+        default=defaults.allowed_origins,
+        help="comma-separated origins ('*' for any)",
+    )
+    args = parser.parse_args(argv)
+    options = EnvoyOptions(
+        listen=args.listen,
+        admin=args.admin,
+        gateway_grpc=args.gateway_grpc,
+        gateway_http=args.gateway_http,
+        descriptor=args.descriptor,
+        allowed_origins=args.allowed_origins,
+    )
+    text = render(options)
+    if args.output is None:
+        print(text, end="")
+    else:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
