@@ -12,6 +12,8 @@ from services.shared.grpc_client import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     import grpc
 
 
@@ -61,3 +63,18 @@ class NotebookClient:
                 metadata=bearer_metadata(token),
                 timeout=self._timeout_s,
             )
+
+    async def watch_notebook(
+        self, token: str, notebook_id: str
+    ) -> AsyncIterator[notebook_pb2.WatchNotebookResponse]:
+        """The notebook's changes, from a snapshot on, until it is deleted."""
+        call = self._public.WatchNotebook(
+            notebook_pb2.WatchNotebookRequest(notebook_id=notebook_id),
+            metadata=bearer_metadata(token),
+        )
+        try:
+            async with rpc_errors_as_service_errors():
+                async for response in call:
+                    yield response
+        finally:
+            call.cancel()

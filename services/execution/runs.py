@@ -26,6 +26,8 @@ class RunRequest:
     cells: frozenset[CellId]
     notebook: notebook_pb2.Notebook
     database_url: str
+    # Also run every cell whose code changed since it last ran here.
+    stale: bool = False
     # Set by the session when the run serving this request starts.
     run_id: str = ""
     assigned: asyncio.Event = field(default_factory=asyncio.Event)
@@ -49,7 +51,7 @@ def merge(requests: list[RunRequest]) -> MergedRun:
         cells=cells,
         notebook=newest.notebook,
         database_url=newest.database_url,
-        run_all_stale=any(not r.cells for r in requests),
+        run_all_stale=any(r.stale for r in requests),
     )
 
 

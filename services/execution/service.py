@@ -60,6 +60,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             cells=frozenset(CellId(c) for c in request.cell_ids),
             notebook=notebook,
             database_url=database_url,
+            stale=not request.cell_ids,
         )
         async for event in session.run(run):
             yield execution_pb2.RunCellsResponse(event=event)

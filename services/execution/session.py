@@ -41,7 +41,7 @@ from services.shared.errors import ServiceError
 from services.shared.fanout import Lagged
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
     from services.execution.config import KernelSettings
     from services.execution.kernel.process import KernelProcess
@@ -135,9 +135,7 @@ class Session:
         """
         await self._ensure_kernel()
         async with self._hub.subscribe(self.notebook_id) as subscription:
-            self._queue.append(request)
-            if self._runner is None:
-                self._runner = asyncio.create_task(self._run_queued())
+            self.submit(request)
             while True:
                 item = await subscription.next()
                 if isinstance(item, Lagged):
@@ -148,6 +146,16 @@ class Session:
                 yield event
                 if event.HasField("run_finished"):
                     return
+
+    def submit(self, request: RunRequest) -> None:
+        """Queue a run without waiting for it (its events go to watchers)."""
+        self._queue.append(request)
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run_queued())
+
+    def has_run(self, cell_ids: Iterable[str]) -> bool:
+        """True if any of these cells has run in the current kernel."""
+        return any(CellId(cell_id) in self._ran for cell_id in cell_ids)
 
     async def watch(self) -> AsyncIterator[ExecutionEvent]:
         """Every event of every run of the notebook, from now on."""

@@ -15,6 +15,7 @@ from services.shared.fanout import EventHub
 if TYPE_CHECKING:
     from reflow.execution.v1 import execution_pb2
     from services.execution.config import KernelSettings
+    from services.execution.follow import DeletionFollower
     from services.execution.kernel.process import KernelLauncher, KernelProcess
     from services.execution.recorder import ResultRecorder
 
@@ -29,8 +30,10 @@ class SessionManager:
         launcher: KernelLauncher,
         settings: KernelSettings,
         recorder: ResultRecorder,
+        follower: DeletionFollower | None = None,
     ) -> None:
         self._launcher = launcher
+        self._follower = follower
         self._settings = settings
         self._recorder = recorder
         self._sessions: dict[str, Session] = {}
@@ -51,7 +54,7 @@ class SessionManager:
             session = Session(
                 notebook_id,
                 owner,
-                lambda: self._spawn(owner),
+                lambda: self._spawn(owner, notebook_id),
                 self._settings,
                 self._recorder,
                 self._hub,
@@ -81,13 +84,15 @@ class SessionManager:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        if self._follower is not None:
+            await self._follower.close()
         await asyncio.gather(
             *(session.shutdown() for session in self._sessions.values()),
             return_exceptions=True,
         )
         self._sessions.clear()
 
-    async def _spawn(self, owner: str) -> KernelProcess:
+    async def _spawn(self, owner: str, notebook_id: str) -> KernelProcess:
         live = [s for s in self._sessions.values() if s.kernel and s.kernel.alive]
         if len(live) >= self._settings.max_kernels:
             raise TooManyKernels("this service", self._settings.max_kernels)
@@ -95,7 +100,10 @@ class SessionManager:
         if mine >= self._settings.max_kernels_per_user:
             raise TooManyKernels("you", self._settings.max_kernels_per_user)
         limit = self._settings.memory_limit_bytes or None
-        return await self._launcher.spawn(limit)
+        kernel = await self._launcher.spawn(limit)
+        if self._follower is not None:
+            self._follower.follow(self._sessions[notebook_id])
+        return kernel
 
     async def _reap_forever(self) -> None:
         idle_s = self._settings.idle_timeout_s
@@ -112,3 +120,5 @@ class SessionManager:
                         now - session.last_activity,
                     )
                     await session.shutdown()
+                if session.kernel is None and self._follower is not None:
+                    self._follower.forget(session.notebook_id)

@@ -72,7 +72,7 @@ async def test_a_rerun_cell_loses_the_names_it_no_longer_defines(stack: Stack) -
     assert stdout_of(events, b) == "False\n"
 
 
-async def test_deleting_a_cell_removes_its_names_and_reruns_dependents(
+async def test_deleting_a_cell_removes_its_names(
     stack: Stack,
 ) -> None:
     nb, a, b = await stack.notebook(
@@ -84,9 +84,35 @@ async def test_deleting_a_cell_removes_its_names_and_reruns_dependents(
         notebook_pb2.DeleteCellRequest(notebook_id=nb, cell_id=a),
         metadata=stack.metadata(),
     )
-    events = await stack.run(nb)
+    events = await stack.run(nb, b)
 
     assert stdout_of(events, b) == "gone\n"
+
+
+async def test_deleting_a_cell_reruns_its_dependents_without_being_asked(
+    stack: Stack,
+) -> None:
+    nb, a, b = await stack.notebook(
+        "x = 1", "try:\n    print(x)\nexcept NameError:\n    print('gone')"
+    )
+    await stack.run(nb, a)
+    watch = stack.execution.WatchExecution(
+        execution_pb2.WatchExecutionRequest(notebook_id=nb), metadata=stack.metadata()
+    )
+
+    await stack.notebooks.DeleteCell(
+        notebook_pb2.DeleteCellRequest(notebook_id=nb, cell_id=a),
+        metadata=stack.metadata(),
+    )
+    seen = []
+    async for reply in watch:
+        seen.append(reply.event)
+        if reply.event.HasField("run_finished"):
+            break
+    watch.cancel()
+
+    assert [e.cell_id for e in seen if e.HasField("cell_started")] == [b]
+    assert stdout_of(seen, b) == "gone\n"
 
 
 async def test_multiple_definitions_are_errors_and_do_not_run(stack: Stack) -> None:

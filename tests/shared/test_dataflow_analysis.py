@@ -453,6 +453,7 @@ PRIVATE_AND_BUILTINS = [
     case("dunder is private", "name = __name__", writes="name"),
     case("private function", "def _helper():\n    return x", reads="x"),
     case("builtin is not a read", "print(len(xs))", reads="xs"),
+    case("display is provided by the kernel", "display(df)", reads="df"),
     case("rebinding a builtin writes it", "print = log", writes="print", reads="log"),
     case("builtin bound before use", "len = 3\ny = len", writes="len y"),
 ]

@@ -38,7 +38,9 @@ from dataclasses import dataclass
 from services.shared.dataflow.sql import parse_sql, table_names
 from services.shared.dataflow.visitor import CellNames, ImportStarError, find_names
 
-BUILTINS = frozenset(dir(builtins))
+# `display` is provided by every kernel (as in IPython), so like a builtin it
+# links a cell only to a cell that rebinds it.
+BUILTINS = frozenset(dir(builtins)) | {"display"}
 
 _COMPILE_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 

@@ -1,0 +1,94 @@
+"""Re-running what depended on a deleted cell, as soon as it is deleted.
+
+Cells are deleted on the notebook service, which never calls this service.
+So for every notebook with a live kernel the execution service follows the
+notebook's change stream; when a cell that ran in the kernel is deleted, it
+queues a run on the current notebook, which deletes the cell's names from
+the kernel and re-runs what depended on it (session.py, `_forget_deleted`).
+The stream is opened with a token minted for the notebook's owner, since it
+outlives any caller's request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from services.execution.runs import RunRequest
+from services.shared.errors import ServiceError
+
+if TYPE_CHECKING:
+    from services.execution.clients import NotebookClient
+    from services.execution.session import Session
+    from services.shared.auth import InternalTokens
+
+logger = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 10.0
+
+
+class DeletionFollower:
+    """One change-stream task per notebook with a live kernel."""
+
+    def __init__(self, client: NotebookClient, tokens: InternalTokens) -> None:
+        self._client = client
+        self._tokens = tokens
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def follow(self, session: Session) -> None:
+        """Start following the session's notebook, if not already."""
+        task = self._tasks.get(session.notebook_id)
+        if task is None or task.done():
+            self._tasks[session.notebook_id] = asyncio.create_task(
+                self._follow(session)
+            )
+
+    def forget(self, notebook_id: str) -> None:
+        """Stop following a notebook (its kernel is gone)."""
+        task = self._tasks.pop(notebook_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _follow(self, session: Session) -> None:
+        backoff_s = 0.5
+        while session.kernel is not None:
+            token = self._tokens.mint(session.owner)
+            try:
+                async for change in self._client.watch_notebook(
+                    token, session.notebook_id
+                ):
+                    backoff_s = 0.5
+                    if change.HasField("notebook_deleted"):
+                        return
+                    deleted = change.cell_deleted.cell_id
+                    if change.HasField("cell_deleted") and session.has_run([deleted]):
+                        await self._rerun(session)
+            except ServiceError as error:
+                logger.info(
+                    "following notebook %s failed (%s); retrying in %.1f s",
+                    session.notebook_id,
+                    error,
+                    backoff_s,
+                )
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
+
+    async def _rerun(self, session: Session) -> None:
+        token = self._tokens.mint(session.owner)
+        notebook = await self._client.get_notebook(token, session.notebook_id)
+        database_url = ""
+        if notebook.database_url:
+            database_url = await self._client.get_database_url(
+                token, session.notebook_id
+            )
+        session.submit(
+            RunRequest(cells=frozenset(), notebook=notebook, database_url=database_url)
+        )
