@@ -1,5 +1,12 @@
-"""The gateway's HTTP side: ``/ws/notebooks/{id}``, ``/healthz`` and, in dev mode,
-the development issuer's ``/.well-known/jwks.json``.
+"""The gateway's HTTP side: ``/ws/notebooks/{id}``, ``/healthz``, the web UI and,
+in dev mode, the development issuer's ``/.well-known/jwks.json``.
+
+The web UI is static: ``/`` is ``static/index.html``, ``/static/`` its one ES
+module and stylesheet, and ``/ui/config`` tells the page what it cannot know
+before sign-in (whether dev tokens work here). No build step and nothing from
+a CDN: what the browser runs is what the repository holds. Cell outputs are
+untrusted, so the page is served with a strict Content-Security-Policy (no
+inline script, no foreign origins; sandboxed ``srcdoc`` frames for HTML).
 
 ``create_app`` is a factory (no globals, no import-time state): everything
 the routes need is passed in. The channels and the HTTP client it uses are
@@ -8,11 +15,13 @@ opened by ``__main__`` because the gRPC side shares them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from services.gateway.auth import DEV_JWKS_PATH
 from services.gateway.ws import NotebookSockets
@@ -29,6 +38,36 @@ if TYPE_CHECKING:
 
 WEBSOCKET_PATH = "/ws/notebooks/{notebook_id}"
 
+STATIC_DIR: Final = Path(__file__).parent / "static"
+
+CONTENT_SECURITY_POLICY: Final = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        # The WebSocket bridge, on this host (ws: or wss: as the page is served).
+        "connect-src 'self' ws: wss:",
+        # PNG and SVG outputs are shown as data: URLs in <img>, never inline.
+        "img-src 'self' data:",
+        # HTML outputs are srcdoc frames, sandboxed without allow-same-origin.
+        "frame-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+PAGE_HEADERS: Final = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    # The page is tiny and changes with the repository: always revalidate.
+    "cache-control": "no-cache",
+}
+
+DEV_TOKEN_COMMAND: Final = "make -s token USER=you"
+
 
 def create_app(
     identity: Identity,
@@ -41,6 +80,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         WebSocketRoute(WEBSOCKET_PATH, sockets.serve),
+        *ui_routes(identity.dev_mode),
     ]
     if identity.dev_issuer is not None:
         routes.append(key_set_route(identity.dev_issuer.jwks()))
@@ -50,6 +90,26 @@ def create_app(
 async def healthz(request: Request) -> JSONResponse:
     """Liveness: the process answers. (GetHealth checks the services behind it.)"""
     return JSONResponse({"status": "ok"})
+
+
+def ui_routes(dev_mode: bool) -> list[BaseRoute]:
+    """The web UI: the page at ``/``, its assets, and ``/ui/config``."""
+    config = {
+        "devMode": dev_mode,
+        "devTokenCommand": DEV_TOKEN_COMMAND if dev_mode else "",
+    }
+
+    async def page(request: Request) -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    async def ui_config(request: Request) -> JSONResponse:
+        return JSONResponse(config, headers={"cache-control": "no-store"})
+
+    return [
+        Route("/", page, methods=["GET"]),
+        Route("/ui/config", ui_config, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
 
 
 def key_set_route(jwks: Mapping[str, Any]) -> Route:
