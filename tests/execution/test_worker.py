@@ -339,7 +339,8 @@ def test_sigint_interrupts_a_busy_cell_and_keeps_state(
 
     assert run.status == INTERRUPTED
     assert run.error.type == "KeyboardInterrupt"
-    assert run.error.frames[0].cell_id == cell_id
+    assert [frame.cell_id for frame in run.error.frames] == [cell_id]
+    assert "services/execution" not in run.error.traceback
     assert after.texts == ["5"]
 
 

@@ -19,8 +19,10 @@ to send: a cell can raise `ValueError("x" * 10**9)`.
 from __future__ import annotations
 
 import linecache
+import os
 import re
 import traceback
+from pathlib import Path
 from typing import Final
 
 from reflow.notebook.v1 import notebook_pb2
@@ -52,6 +54,9 @@ def register_source(cell_id: str, code: str) -> str:
         filename,
     )
     return filename
+
+
+_KERNEL_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 
 def cell_error(error: BaseException) -> notebook_pb2.CellError:
@@ -95,7 +100,12 @@ def _trim(summary: traceback.TracebackException, seen: set[int]) -> None:
         (i for i, frame in enumerate(stack) if _CELL_FILENAME.match(frame.filename)),
         len(stack),
     )
-    summary.stack = traceback.StackSummary.from_list(stack[first:])
+    last = len(stack)
+    # The interrupt handler raises KeyboardInterrupt from a kernel frame
+    # that sits on top of the user's: it is not the user's to see either.
+    while last > first and stack[last - 1].filename.startswith(_KERNEL_DIR):
+        last -= 1
+    summary.stack = traceback.StackSummary.from_list(stack[first:last])
     for linked in (summary.__cause__, summary.__context__):
         if linked is not None:
             _trim(linked, seen)
