@@ -20,6 +20,11 @@ client: when the outbox is full, the socket is closed with 1013 ("try again
 later") and a reason, so the gateway's memory per socket stays bounded
 whatever the client does.
 
+``chat`` relays its Chat stream, each response as ``{"type": "chat_event",
+"id": <request id>, "event": <ChatResponse>}``, and is answered when the
+turn ends: ``{"conversationId": ...}``, or an error reply with the code and
+message of the turn's ChatError (or of the call's failure).
+
 ``run_cells`` does not relay its RunCells stream: the run's events reach the
 client through WatchExecution like any other run's, so relaying them would
 send each twice. The command is answered when the run ends, with
@@ -47,10 +52,12 @@ from starlette.websockets import WebSocketDisconnect
 from reflow.notebook.v1 import notebook_pb2
 from services.gateway import convert
 from services.gateway.commands import command_named
+from services.gateway.errors import ServiceNotConfigured
 from services.shared.errors import InvalidArgument, ResourceExhausted, ServiceError
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
+    from google.rpc.status_pb2 import Status
     from starlette.websockets import WebSocket
 
     from services.gateway.clients import UserCalls
@@ -221,6 +228,8 @@ class NotebookBridge:
             return
         try:
             command = command_named(message.get("type"))
+            if not self._calls.serves(command.method):
+                raise ServiceNotConfigured("assistant", "ASSISTANT_SERVICE_ADDR")
             request = command.request(message, self._calls.notebook_id)
         except ServiceError as error:
             self._reply_error(request_id, error)
@@ -258,7 +267,11 @@ class NotebookBridge:
                 call = self._calls.stream(
                     command.method, request, command.response_type
                 )
-                self._start(self._follow_run(call, request_id), request_id)
+                if command.event_type is None:
+                    follow = self._follow_run(call, request_id)
+                else:
+                    follow = self._relay_chat(call, request_id, command.event_type)
+                self._start(follow, request_id)
             else:
                 await self._call(command, request_id, request)
 
@@ -295,6 +308,36 @@ class NotebookBridge:
             call.cancel()
         result = {"runId": run_id, "status": notebook_pb2.CellStatus.Name(status)}
         self._send(convert.reply(request_id, result))
+
+    async def _relay_chat(
+        self,
+        call: grpc.aio.UnaryStreamCall[Any, Any],
+        request_id: object,
+        event_type: str,
+    ) -> None:
+        conversation_id = ""
+        failure: Status | None = None
+        try:
+            async for response in call:
+                self._send(
+                    {
+                        "type": event_type,
+                        "id": request_id,
+                        "event": convert.message_json(response),
+                    }
+                )
+                if response.HasField("conversation_started"):
+                    conversation_id = response.conversation_started.conversation_id
+                elif response.HasField("error"):
+                    failure = convert.status_of_chat_error(response.error)
+        except grpc.aio.AioRpcError as error:
+            failure = convert.status_of_rpc_error(error)
+        finally:
+            call.cancel()
+        if failure is not None:
+            self._send(convert.error_reply(request_id, failure))
+        else:
+            self._send(convert.reply(request_id, {"conversationId": conversation_id}))
 
     def _reply_error(self, request_id: object, error: ServiceError) -> None:
         self._send(convert.error_reply(request_id, convert.status_of_error(error)))

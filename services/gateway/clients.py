@@ -158,6 +158,11 @@ class UserCalls:
             execution_pb2.WatchExecutionResponse,
         )
 
+    def serves(self, method: MethodDescriptor) -> bool:
+        """Whether a service behind the gateway serves ``method``."""
+        service = method.containing_service.full_name
+        return any(d.service.full_name == service for d in self._downstreams.all())
+
     def _channel(self, method: MethodDescriptor) -> grpc.aio.Channel:
         for downstream in self._downstreams.all():
             if downstream.service.full_name == method.containing_service.full_name:

@@ -7,10 +7,17 @@ cell type) collides with the message type, so it is sent as ``cellType``
 (or ``cell_type``).
 
 Edits must apply in the order they were sent (two quick updates of the same
-cell must not swap), and a run must see the edits sent before it, so edits
-and ``run_cells`` are *ordered*: they go through one queue, one at a time.
+cell must not swap), and a run must see the edits sent before it, so edits,
+``run_cells`` and ``chat`` are *ordered*: they go through one queue, one at a
+time (a streaming command only waits there until it is sent).
 ``interrupt`` and ``restart`` are not: they must act at once, even while
 edits wait. ``ping`` is answered by the bridge itself.
+
+``chat`` (``{"type": "chat", "id": ..., "message": ..., "conversationId":
+..., "restrictTools": ...}``) is AssistantService.Chat: each response of its
+stream is relayed as ``{"type": "chat_event", "id": <request id>, "event":
+<ChatResponse>}`` before the command's reply. It needs the gateway to know
+the assistant service (``ASSISTANT_SERVICE_ADDR``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,11 @@ from typing import TYPE_CHECKING, Any, Final
 from google.protobuf import message_factory
 
 from services.gateway import convert
-from services.gateway.clients import EXECUTION_SERVICE, NOTEBOOK_SERVICE
+from services.gateway.clients import (
+    ASSISTANT_SERVICE,
+    EXECUTION_SERVICE,
+    NOTEBOOK_SERVICE,
+)
 from services.shared.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -44,6 +55,9 @@ class Command:
     method: MethodDescriptor
     ordered: bool
     aliases: Mapping[str, str]
+    # The message type a streaming command's responses are relayed under;
+    # None for streams whose events reach the client another way (runs).
+    event_type: str | None = None
 
     @property
     def request_type(self) -> type[Message]:
@@ -73,8 +87,11 @@ def _command(
     method: str,
     ordered: bool,
     aliases: Mapping[str, str] | None = None,
+    event_type: str | None = None,
 ) -> Command:
-    return Command(name, service.methods_by_name[method], ordered, aliases or {})
+    return Command(
+        name, service.methods_by_name[method], ordered, aliases or {}, event_type
+    )
 
 
 COMMANDS: Final = {
@@ -87,6 +104,7 @@ COMMANDS: Final = {
         _command("run_cells", EXECUTION_SERVICE, "RunCells", True),
         _command("interrupt", EXECUTION_SERVICE, "InterruptKernel", False),
         _command("restart", EXECUTION_SERVICE, "RestartKernel", False),
+        _command("chat", ASSISTANT_SERVICE, "Chat", True, event_type="chat_event"),
     )
 }
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from google.protobuf.message import Message
 
+    from reflow.assistant.v1 import assistant_pb2
     from reflow.execution.v1 import execution_pb2
     from reflow.notebook.v1 import notebook_pb2
 
@@ -103,6 +104,12 @@ def status_of_rpc_error(error: grpc.aio.AioRpcError) -> Status:
             if status.code == code:
                 return status
     return Status(code=code, message=error.details() or "")
+
+
+def status_of_chat_error(error: assistant_pb2.ChatError) -> Status:
+    """A turn's ChatError event as a status (its code is a status code name)."""
+    code = grpc.StatusCode.__members__.get(error.code, grpc.StatusCode.UNKNOWN)
+    return Status(code=code.value[0], message=error.message)
 
 
 def status_of_error(error: ServiceError) -> Status:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.shared.errors import Unauthenticated, Unavailable
+from services.shared.errors import FailedPrecondition, Unauthenticated, Unavailable
 
 
 class TokenRejected(Unauthenticated):
@@ -24,4 +24,15 @@ class SigningKeysUnavailable(Unavailable):
         super().__init__(
             f"cannot fetch the signing keys from {url}; try again later",
             reason="SIGNING_KEYS_UNAVAILABLE",
+        )
+
+
+class ServiceNotConfigured(FailedPrecondition):
+    """A command needs a service this gateway was not given an address for."""
+
+    def __init__(self, service: str, variable: str) -> None:
+        super().__init__(
+            f"the {service} service is not configured on this gateway: set {variable}",
+            reason="SERVICE_NOT_CONFIGURED",
+            metadata={"service": service, "setting": variable},
         )

@@ -102,6 +102,10 @@ def service_env(
     env.setdefault("NOTEBOOK_STORE", "local")
     env.setdefault("NOTEBOOK_DATA_DIR", str(settings.data_dir / "notebooks"))
     env.setdefault("GATEWAY_DATA_DIR", str(settings.data_dir / "gateway"))
+    if assistant:
+        # Conversations and the audit log; with no OPENAI_API_KEY or
+        # OPENAI_BASE_URL the assistant still starts and Chat says what to set.
+        env.setdefault("ASSISTANT_DATA_DIR", str(settings.data_dir / "assistant"))
     return env
 
 

@@ -1,5 +1,6 @@
 """Fixtures for the execution service: notebook + execution services on port 0,
-real kernels, per-user metadata, and helpers to run cells and read events."""
+real kernels (from the session's zygote, ``launcher`` in tests/conftest.py),
+per-user metadata, and helpers to run cells and read events."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.execution.clients import NotebookClient
 from services.execution.config import KernelSettings
 from services.execution.follow import DeletionFollower
-from services.execution.kernel.process import KernelLauncher
 from services.execution.recorder import ResultRecorder
 from services.execution.server import build_server as build_execution
 from services.execution.sessions import SessionManager
@@ -26,6 +26,8 @@ from services.shared.auth import InternalTokens
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator
+
+    from services.execution.kernel.process import KernelLauncher
 
 SECRET = "execution-tests-internal-secret-0123456789"
 Metadata: TypeAlias = tuple[tuple[str, str], ...]
@@ -50,6 +52,9 @@ class Stack:
     tokens: InternalTokens
     sessions: SessionManager
     recorder: ResultRecorder
+    # For services built on top of these two (the assistant's tests).
+    notebook_channel: grpc.aio.Channel
+    execution_channel: grpc.aio.Channel
 
     def metadata(self, user: str = "alice") -> Metadata:
         return (("authorization", f"Bearer {self.tokens.mint(user)}"),)
@@ -146,15 +151,6 @@ def kernel_settings(request: pytest.FixtureRequest) -> KernelSettings:
     return settings
 
 
-@pytest.fixture(scope="session")
-async def launcher() -> AsyncIterator[KernelLauncher]:
-    """One warm zygote for the whole test run: starting one takes seconds."""
-    launcher = KernelLauncher(use_zygote=True)
-    await launcher.start()
-    yield launcher
-    await launcher.close()
-
-
 @pytest.fixture
 async def stack(
     kernel_settings: KernelSettings, launcher: KernelLauncher
@@ -180,6 +176,8 @@ async def stack(
             tokens=tokens,
             sessions=sessions,
             recorder=recorder,
+            notebook_channel=channel,
+            execution_channel=execution_channel,
         )
     finally:
         await execution_server.stop(None)

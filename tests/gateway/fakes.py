@@ -178,11 +178,16 @@ class FakeExecution(execution_pb2_grpc.ExecutionServiceServicer):
 
 
 class FakeAssistant(assistant_pb2_grpc.AssistantServiceServicer):
-    """An assistant that echoes the message back, in two deltas."""
+    """An assistant that echoes the message back, in two deltas, then is done;
+    a message of "fail" ends with a ChatError instead. It keeps the requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[assistant_pb2.ChatRequest] = []
 
     async def Chat(
         self, request: assistant_pb2.ChatRequest, context: Context
     ) -> AsyncIterator[assistant_pb2.ChatResponse]:
+        self.requests.append(request)
         yield assistant_pb2.ChatResponse(
             conversation_started=assistant_pb2.ConversationStarted(
                 conversation_id=f"{current_user()}-1"
@@ -192,6 +197,12 @@ class FakeAssistant(assistant_pb2_grpc.AssistantServiceServicer):
             yield assistant_pb2.ChatResponse(
                 text_delta=assistant_pb2.TextDelta(text=half)
             )
+        if request.message == "fail":
+            yield assistant_pb2.ChatResponse(
+                error=assistant_pb2.ChatError(code="UNAVAILABLE", message="model down")
+            )
+        else:
+            yield assistant_pb2.ChatResponse(done=assistant_pb2.ChatDone())
 
     async def ListConversations(
         self, request: assistant_pb2.ListConversationsRequest, context: Context

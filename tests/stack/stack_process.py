@@ -74,6 +74,10 @@ def stack_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[st
         "GATEWAY_JWKS_URL",
         "CLERK_FRONTEND_API",
         "NOTEBOOK_STORE",
+        # Nor a developer's model: a test stack talks to a scripted one or none.
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "ASSISTANT_MODEL",
         *MAKE_VARIABLES,
     ):
         env.pop(name, None)

@@ -92,3 +92,12 @@ def test_envoy_points_at_the_gateway_on_loopback() -> None:
 )
 def test_address_parses_host_and_port(text: str, address: Address) -> None:
     assert Address.parse(text) == address
+
+
+def test_assistant_is_wired_in_with_its_data_under_the_data_dir() -> None:
+    settings = StackSettings.from_env({"REFLOW_DATA_DIR": "/srv/reflow"})
+
+    env = service_env(settings, {}, assistant=True)
+
+    assert env["ASSISTANT_SERVICE_ADDR"] == "127.0.0.1:50053"
+    assert env["ASSISTANT_DATA_DIR"] == "/srv/reflow/assistant"
