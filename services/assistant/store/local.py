@@ -21,13 +21,10 @@ file disagreeing).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from typing import TYPE_CHECKING
 
 from services.assistant.errors import ConversationNotFound
@@ -37,6 +34,7 @@ from services.assistant.store.documents import (
     conversation_from_document,
     conversation_to_document,
 )
+from services.shared.files import write_atomically
 
 if TYPE_CHECKING:
     import builtins
@@ -94,7 +92,7 @@ class LocalConversationStore:
         ).encode("utf-8")
         path = self._path(conversation.owner, conversation.id)
         async with self._lock:
-            await asyncio.to_thread(_write_atomically, path, data)
+            await asyncio.to_thread(write_atomically, path, data)
             cached = self._summaries.get(conversation.owner)
             if cached is not None:
                 cached[conversation.id] = conversation.summary()
@@ -143,32 +141,3 @@ def _scan(folder: Path, owner: str) -> dict[str, ConversationSummary]:
         if conversation is not None and conversation.owner == owner:
             found[conversation.id] = conversation.summary()
     return found
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace path with data so that a crash leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            # On disk before the rename is, or a power cut could leave the
-            # new name pointing at an empty file.
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

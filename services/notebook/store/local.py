@@ -25,13 +25,10 @@ serving other requests while a large notebook is fsynced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import weakref
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -54,6 +51,7 @@ from services.notebook.store.documents import (
     time_from_text,
     time_to_text,
 )
+from services.shared.files import fsync_directory, remove_durably, write_atomically
 
 if TYPE_CHECKING:
     import builtins
@@ -181,7 +179,7 @@ class LocalFileStore:
             await self._change_index(
                 notebook.owner, add=(notebook.id, notebook.create_time)
             )
-            await asyncio.to_thread(_write_atomically, path, data)
+            await asyncio.to_thread(write_atomically, path, data)
             self._cache[notebook.id] = notebook
 
     async def _put(self, notebook: Notebook, expected_revision: int) -> None:
@@ -192,7 +190,7 @@ class LocalFileStore:
             check_identity_unchanged(current, notebook)
             data = await asyncio.to_thread(_encode_notebook, notebook)
             await asyncio.to_thread(
-                _write_atomically, self._notebook_path(notebook.id), data
+                write_atomically, self._notebook_path(notebook.id), data
             )
             self._cache[notebook.id] = notebook
 
@@ -206,7 +204,7 @@ class LocalFileStore:
                 # is unknown, so its index entry stays until listing finds the
                 # file gone and removes it.
                 owner = None
-            await asyncio.to_thread(_remove_durably, self._notebook_path(notebook_id))
+            await asyncio.to_thread(remove_durably, self._notebook_path(notebook_id))
             self._cache.pop(notebook_id, None)
             # File first, then the index entry (see the module docstring).
             if owner is not None:
@@ -401,7 +399,7 @@ def _write_index(path: Path, owner: str, index: OwnerIndex) -> None:
             for notebook_id, create_time in index.items()
         },
     }
-    _write_atomically(path, json.dumps(document, ensure_ascii=False).encode("utf-8"))
+    write_atomically(path, json.dumps(document, ensure_ascii=False).encode("utf-8"))
 
 
 def _scan_for_owner(notebooks_dir: Path, owner: str) -> OwnerIndex:
@@ -423,43 +421,7 @@ def _scan_for_owner(notebooks_dir: Path, owner: str) -> OwnerIndex:
     return index
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace path with data so that a crash leaves the old or the new file."""
-    # In the same directory: os.replace is atomic only within one file system.
-    fd, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            # The data must be on disk before the rename is, or a power cut
-            # could leave the new name pointing at an empty file.
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    # The rename itself lives in the directory; make it durable too.
-    _fsync_directory(path.parent)
-
-
-def _remove_durably(path: Path) -> None:
-    # Already gone (removed by hand) is as good as removed.
-    path.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
-
-
 def _make_directories(data_dir: Path) -> None:
     for directory in (data_dir / "notebooks", data_dir / "owners"):
         directory.mkdir(parents=True, exist_ok=True)
-    _fsync_directory(data_dir)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(data_dir)
