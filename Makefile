@@ -5,8 +5,16 @@ UV := .tools/bin/uv
 VENV := .venv
 RUN := $(UV) run --frozen --no-sync
 PROTOS := $(shell find protos -name '*.proto')
+# Envoy in docker-compose.yml: the gateway's container address, the descriptor
+# set the envoy image carries (services/Dockerfile); tests/test_deployment.py
+# renders with these too
+DEPLOY_ENVOY_ARGS := --listen 0.0.0.0:8080 --admin 127.0.0.1:9901 \
+	--gateway-grpc gateway:50050 --gateway-http gateway:8000 \
+	--descriptor /etc/envoy/reflow.binpb
+# Jupyter, for `make bench` only: not in the lock, so the next `uv sync` removes them
+BENCH_PACKAGES := 'ipykernel>=6.29' 'jupyter_client>=8.6'
 
-.PHONY: help install protos web-protos envoy-config test lint typecheck check run bench internal-token token clean
+.PHONY: help install protos web-protos envoy-config deploy-envoy-config dynamodb-table compose-up compose-up-dynamodb test lint typecheck check run bench internal-token token clean
 
 # Show available commands
 help:
@@ -46,6 +54,22 @@ web/gen/.generated: node_modules/.installed $(PROTOS) buf.gen.yaml
 envoy-config: install
 	$(RUN) python -m services.stack.envoy_config --output envoy.yaml
 
+# Rewrite deploy/envoy.yaml, Envoy's configuration for docker-compose.yml
+deploy-envoy-config: install
+	$(RUN) python -m services.stack.envoy_config $(DEPLOY_ENVOY_ARGS) --output deploy/envoy.yaml
+
+# Create the notebook service's DynamoDB table from NOTEBOOK_DYNAMODB_* (no-op if it exists)
+dynamodb-table: install
+	$(RUN) python -m services.notebook.store.dynamodb create-table
+
+# The whole stack in containers (docker-compose.yml; needs REFLOW_INTERNAL_SECRET)
+compose-up:
+	docker compose up --build
+
+# The same with notebooks in DynamoDB Local (the compose profile "dynamodb")
+compose-up-dynamodb:
+	docker compose $(if $(wildcard .env),--env-file .env) --env-file deploy/dynamodb.env up --build
+
 # Run the whole test suite (installs what is missing first)
 test: install protos web-protos
 	$(RUN) pytest $(PYTEST_ARGS)
@@ -67,6 +91,11 @@ check: lint typecheck test
 # Start the whole stack locally (services + Envoy on :8080); Ctrl-C stops it
 run: install protos
 	$(RUN) python -m services.stack
+
+# Measure DESIGN §9 beside Jupyter in one run (BENCH_ARGS=--quick|--direct|--skip-jupyter)
+bench: install protos
+	$(UV) pip install --quiet --python $(VENV)/bin/python $(BENCH_PACKAGES)
+	$(RUN) python -m bench $(BENCH_ARGS)
 
 # Print a dev token for USER (`make -s token USER=alice`), accepted by `make run`'s gateway
 token: install

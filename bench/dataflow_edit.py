@@ -83,6 +83,21 @@ def measure(
     return Result(label, plan_size, statistics.median(timings), p95)
 
 
+def measure_edits(
+    cells: int = 1000, repetitions: int = 200, seed: int = 1, *, chain: bool = False
+) -> list[Result]:
+    """Both kinds of edit of cell c5 in a notebook of ``cells`` cells."""
+    graph = build_notebook(cells, random.Random(seed), chain=chain)
+    same_names = [
+        cell_code(5, ["v1_0", "v2_0"], 2).replace("+ 5", f"+ {n}") for n in (6, 7)
+    ]
+    new_reads = [cell_code(5, ["v1_0", "v2_0"], 2), cell_code(5, ["v3_0", "v4_0"], 2)]
+    return [
+        measure("edit keeping names", graph, same_names, repetitions),
+        measure("edit changing reads", graph, new_reads, repetitions),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1000)
@@ -93,15 +108,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    graph = build_notebook(args.cells, random.Random(args.seed), chain=args.chain)
-    same_names = [
-        cell_code(5, ["v1_0", "v2_0"], 2).replace("+ 5", f"+ {n}") for n in (6, 7)
-    ]
-    new_reads = [cell_code(5, ["v1_0", "v2_0"], 2), cell_code(5, ["v3_0", "v4_0"], 2)]
-    results = [
-        measure("edit keeping names", graph, same_names, args.repetitions),
-        measure("edit changing reads", graph, new_reads, args.repetitions),
-    ]
+    results = measure_edits(args.cells, args.repetitions, args.seed, chain=args.chain)
     shape = "chain" if args.chain else "random DAG"
     print(f"{args.cells} cells ({shape}), {args.repetitions} edits of cell c5 each")
     for result in results:
