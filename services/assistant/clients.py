@@ -39,7 +39,7 @@ class UserTokens:
         self.user = user
 
     def metadata(self, notebook_id: str) -> Metadata:
-        token = self._tokens.mint(self.user)
+        token = self._tokens.token_for(self.user)
         return (*bearer_metadata(token), (ROUTING_HEADER, notebook_id))
 
 

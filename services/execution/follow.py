@@ -60,7 +60,7 @@ class DeletionFollower:
     async def _follow(self, session: Session) -> None:
         backoff_s = 0.5
         while session.kernel is not None:
-            token = self._tokens.mint(session.owner)
+            token = self._tokens.token_for(session.owner)
             try:
                 async for change in self._client.watch_notebook(
                     token, session.notebook_id
@@ -82,7 +82,7 @@ class DeletionFollower:
             backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
 
     async def _rerun(self, session: Session) -> None:
-        token = self._tokens.mint(session.owner)
+        token = self._tokens.token_for(session.owner)
         notebook = await self._client.get_notebook(token, session.notebook_id)
         database_url = ""
         if notebook.database_url:

@@ -83,7 +83,7 @@ class ResultRecorder:
             (notebook_id, cell_id), (owner, result) = self._pending.popitem(last=False)
             try:
                 await self._client.record_result(
-                    self._tokens.mint(owner), notebook_id, cell_id, result
+                    self._tokens.token_for(owner), notebook_id, cell_id, result
                 )
             except ServiceError as error:
                 logger.warning(

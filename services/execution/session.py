@@ -238,8 +238,6 @@ class Session:
                 [c for c in plan.order if c not in plan.skipped], list(plan.skipped)
             ),
         )
-        for cell_id in plan.order:
-            self._emit(run.run_id, events.cell_queued(cell_id))
         failed: dict[CellId, CellId] = {}
         status: Status.ValueType = Status.CELL_STATUS_SUCCESS
         for position, cell_id in enumerate(plan.order):

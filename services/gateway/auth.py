@@ -17,6 +17,7 @@ their messages say what is wrong, never what the token was.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_CACHE_ENTRIES: Final = 4096
+_CACHE_TTL_S: Final = 60.0
+
 DEV_JWKS_PATH: Final = "/.well-known/jwks.json"
 """Where the gateway's HTTP server publishes the development issuer's keys."""
 
@@ -61,11 +65,27 @@ class UserAuthenticator:
         self._issuer = issuer
         self._audience = audience
         self._leeway_s = leeway_s
+        # A browser sends the same token with every call; an RSA signature
+        # check per call would be most of the gateway's own work. A verified
+        # token is trusted again until it expires, or for a minute at most
+        # so that a signing key withdrawn by the provider stops working soon.
+        self._verified: dict[str, tuple[str, float]] = {}
 
     async def authenticate(self, token: str) -> str:
         """The ``sub`` of a valid ``token``."""
         if not token:
             raise TokenRejected("no token was sent", reason="TOKEN_MISSING")
+        cached = self._verified.get(token)
+        now = time.time()
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        user, expires = await self._verify(token)
+        if len(self._verified) >= _CACHE_ENTRIES:
+            self._verified.clear()
+        self._verified[token] = (user, min(expires, now + _CACHE_TTL_S))
+        return user
+
+    async def _verify(self, token: str) -> tuple[str, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -78,7 +98,8 @@ class UserAuthenticator:
         user = claims.get("sub")
         if not isinstance(user, str) or not user:
             raise TokenRejected("token names no user ('sub')")
-        return user
+        expires = claims.get("exp")
+        return user, float(expires) if isinstance(expires, int | float) else 0.0
 
     async def authenticate_metadata(
         self, metadata: Iterable[tuple[str, str | bytes]] | None

@@ -172,7 +172,7 @@ class UserCalls:
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         # Minted per call: cheap (HS256), and a long-lived socket never
         # sends an expired one.
-        token = self._tokens.mint(self.user)
+        token = self._tokens.token_for(self.user)
         return (*bearer_metadata(token), (ROUTING_HEADER, self.notebook_id))
 
 

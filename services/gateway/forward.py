@@ -133,7 +133,7 @@ class Forwarder:
         """The downstream call's metadata; raises TokenRejected for a bad caller."""
         incoming = context.invocation_metadata() or ()
         user = await self._authenticator.authenticate_metadata(incoming)
-        metadata = list(bearer_metadata(self._tokens.mint(user)))
+        metadata = list(bearer_metadata(self._tokens.token_for(user)))
         if notebook_id:
             metadata.append((ROUTING_HEADER, notebook_id))
         for key, value in incoming:

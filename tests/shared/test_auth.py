@@ -390,3 +390,14 @@ async def test_module_runs_as_a_command() -> None:
     stdout, _ = await asyncio.wait_for(process.communicate(), timeout=30)
 
     assert InternalTokens(TEST_SECRET).verify(stdout.decode().strip()) == "ada"
+
+
+def test_token_for_reuses_a_fresh_token_for_the_same_user() -> None:
+    tokens = InternalTokens("a-test-secret-that-is-long-enough-0123456789")
+
+    first = tokens.token_for("alice")
+
+    assert tokens.token_for("alice") == first
+    assert tokens.token_for("bob") != first
+    assert tokens.verify(first) == "alice"
+    assert tokens.verify(first) == "alice"  # the second time from the cache

@@ -452,7 +452,7 @@ class NotebookSession {
 
   applyExecutionEvent(event) {
     const view = this.views.get(event.cellId);
-    if (event.runStarted) this.startRun(event.runId);
+    if (event.runStarted) this.startRun(event.runId, event.runStarted.cellIds || []);
     else if (event.cellQueued) view?.setLive("CELL_STATUS_QUEUED");
     else if (event.cellStarted) view?.startRun(event.cellStarted.executionCount);
     else if (event.streamChunk) view?.appendStream(event.streamChunk);
@@ -462,8 +462,10 @@ class NotebookSession {
     else if (event.kernelStateChanged) this.setKernel(event.kernelStateChanged);
   }
 
-  startRun(runId) {
+  /** RunStarted lists the cells the run will execute: all of them are queued now. */
+  startRun(runId, cellIds) {
     this.activeRuns.add(runId);
+    for (const cellId of cellIds) this.views.get(cellId)?.setLive("CELL_STATUS_QUEUED");
     this.showKernel();
   }
 
