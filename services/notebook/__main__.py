@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 async def main() -> None:
     settings = Settings.from_env()
     logs.configure("notebook", settings.log_level, settings.log_format)
-    async with open_store(settings.store, settings.data_dir) as store:
+    async with open_store(
+        settings.store, settings.data_dir, settings.dynamodb
+    ) as store:
         manager = NotebookManager(store)
         verifier = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
         server, port = build_server(

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from services.notebook.store import (
+    DEFAULT_DYNAMODB_REGION,
+    DEFAULT_DYNAMODB_TABLE,
+    STORE_KINDS,
+    DynamoDBSettings,
+)
 from services.shared.auth import InternalAuthSettings
 from services.shared.config import EnvReader
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
+
+
+AWS_SDK_VARIABLES: Final = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
+"""Read by the AWS SDK itself, never by Settings: the DynamoDB store's
+credentials come from the SDK's own chain (these, a profile, or a role), so
+they never pass through our settings or logs."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +40,7 @@ class Settings:
     port: int
     store: str
     data_dir: Path
+    dynamodb: DynamoDBSettings
     max_code_bytes: int
     log_level: str
     log_format: str
@@ -32,8 +52,18 @@ class Settings:
         shared = EnvReader(env, prefix="")
         return cls(
             port=read.integer("PORT", 50051, minimum=0),
-            store=read.choice("STORE", ("local", "memory"), "local"),
+            store=read.choice("STORE", STORE_KINDS, "local"),
             data_dir=read.path("DATA_DIR", "data/notebooks"),
+            dynamodb=DynamoDBSettings(
+                table=read.text("DYNAMODB_TABLE", DEFAULT_DYNAMODB_TABLE),
+                # The SDK's own variable is the fallback, so a deployment that
+                # sets AWS_REGION for everything need not repeat it here.
+                region=read.text(
+                    "DYNAMODB_REGION",
+                    shared.text("AWS_REGION", DEFAULT_DYNAMODB_REGION),
+                ),
+                endpoint_url=read.optional_text("DYNAMODB_ENDPOINT_URL"),
+            ),
             max_code_bytes=read.integer("MAX_CODE_BYTES", 1024 * 1024, minimum=1),
             log_level=read.text("LOG_LEVEL", "INFO"),
             log_format=shared.choice("LOG_FORMAT", ("text", "json"), "text"),

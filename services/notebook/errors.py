@@ -8,6 +8,8 @@ from services.shared.errors import (
     DataLoss,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
+    Unavailable,
 )
 
 
@@ -77,4 +79,26 @@ class InvalidPageToken(InvalidArgument):
         super().__init__(
             "page_token is not a token from a previous response",
             field_violations=[("page_token", "not a token from a previous response")],
+        )
+
+
+class NotebookTooLarge(ResourceExhausted):
+    """The notebook exceeds what the store can keep (DynamoDB: its cell list)."""
+
+    def __init__(self, notebook_id: str, detail: str) -> None:
+        super().__init__(
+            f"notebook {notebook_id!r} is too large to store: {detail}",
+            reason="NOTEBOOK_TOO_LARGE",
+            metadata={"notebook_id": notebook_id},
+        )
+
+
+class StoreUnavailable(Unavailable):
+    """The store could not be reached, or kept refusing (throttling), after
+    retries. The message names the failure, never credentials."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the notebook store is unavailable: {detail}",
+            reason="STORE_UNAVAILABLE",
         )

@@ -1,4 +1,5 @@
-"""Fixtures for the notebook service: a real server on port 0, per-user stubs."""
+"""Fixtures for the notebook service: a real server on port 0, per-user stubs,
+and a local DynamoDB (a moto server) with a fresh table per test."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from services.notebook.manager import NotebookManager
 from services.notebook.server import build_server
 from services.notebook.store.memory import MemoryStore
 from services.shared.auth import InternalTokens
+from tests.notebook.local_dynamodb import FAKE_AWS_ENV, fresh_table, serve_moto
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
+
+    from services.notebook.store import DynamoDBSettings
 
 # The async stub classes exist only for type checkers (@type_check_only).
 Stub: TypeAlias = "notebook_pb2_grpc.NotebookServiceAsyncStub"
@@ -75,3 +79,21 @@ def alice(notebook_server: NotebookServer) -> Metadata:
 @pytest.fixture
 def bob(notebook_server: NotebookServer) -> Metadata:
     return notebook_server.metadata("bob")
+
+
+@pytest.fixture(scope="session")
+def dynamodb_endpoint() -> Iterator[str]:
+    """A moto server for the whole session (started by the first test that
+    needs one); the SDK's credential variables point at fakes while it runs."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_AWS_ENV.items():
+            patch.setenv(name, value)
+        with serve_moto() as endpoint:
+            yield endpoint
+
+
+@pytest.fixture
+async def dynamodb_table(dynamodb_endpoint: str) -> AsyncIterator[DynamoDBSettings]:
+    """Settings naming a fresh table on the session's moto server."""
+    async with fresh_table(dynamodb_endpoint) as settings:
+        yield settings

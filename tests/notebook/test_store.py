@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from services.notebook.models import (
     NotebookId,
 )
 from services.notebook.store import open_store
+from tests.notebook.local_dynamodb import fresh_table
 from tests.notebook.samples import make_notebook
 
 if TYPE_CHECKING:
@@ -82,12 +84,21 @@ HUGE_CELL = Cell(
 )
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(
+    params=["memory", "local", pytest.param("dynamodb", marks=pytest.mark.dynamodb)]
+)
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[NotebookStore]:
-    async with open_store(request.param, tmp_path) as opened:
-        yield opened
+    async with contextlib.AsyncExitStack() as stack:
+        dynamodb = None
+        if request.param == "dynamodb":
+            # A fresh table on the session's moto server (local_dynamodb.py).
+            endpoint = request.getfixturevalue("dynamodb_endpoint")
+            dynamodb = await stack.enter_async_context(fresh_table(endpoint))
+        yield await stack.enter_async_context(
+            open_store(request.param, tmp_path, dynamodb)
+        )
 
 
 async def create_all(store: NotebookStore, notebooks: Iterable[Notebook]) -> None:

@@ -5,15 +5,17 @@ conditional on the revision the writer read, so two writers (two requests,
 or two service replicas) can never silently overwrite each other: the loser
 gets RevisionConflict and the caller decides (the service answers ABORTED).
 
-Backends: memory.py (tests, quick runs), local.py (JSON files, the default);
-documents.py holds the JSON encoding and page tokens they share.
+Backends: memory.py (tests, quick runs), local.py (JSON files, the default),
+dynamodb/ (a DynamoDB table, for several replicas); documents.py holds the
+JSON encoding and page tokens they share.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -23,7 +25,26 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STORE_KINDS = ("memory", "local")
+STORE_KINDS: Final = ("local", "memory", "dynamodb")
+"""The values of NOTEBOOK_STORE."""
+
+DEFAULT_DYNAMODB_TABLE: Final = "reflow-notebooks"
+DEFAULT_DYNAMODB_REGION: Final = "us-east-1"
+
+
+@dataclass(frozen=True)
+class DynamoDBSettings:
+    """Where the "dynamodb" backend keeps notebooks (NOTEBOOK_DYNAMODB_*).
+
+    Credentials are not here: the AWS SDK finds them itself (AWS_* variables,
+    a profile, an instance or task role), so they never pass through our
+    settings or logs.
+    """
+
+    table: str = DEFAULT_DYNAMODB_TABLE
+    region: str = DEFAULT_DYNAMODB_REGION
+    # A local DynamoDB (dynamodb-local, moto); None means AWS itself.
+    endpoint_url: str | None = None
 
 
 class NotebookStore(Protocol):
@@ -59,11 +80,14 @@ class NotebookStore(Protocol):
 
 
 @asynccontextmanager
-async def open_store(kind: str, data_dir: Path) -> AsyncIterator[NotebookStore]:
+async def open_store(
+    kind: str, data_dir: Path, dynamodb: DynamoDBSettings | None = None
+) -> AsyncIterator[NotebookStore]:
     """Open the backend named by NOTEBOOK_STORE for the life of the block.
 
-    data_dir is used by the "local" backend only. On exit, writes still in
-    flight (a caller may have been cancelled while its write finished) are
+    data_dir is used by the "local" backend only, dynamodb (default:
+    DynamoDBSettings()) by the "dynamodb" backend only. On exit, writes still
+    in flight (a caller may have been cancelled while its write finished) are
     waited for, so the process never exits half-way through one.
     """
     # Imported here, not at the top: the backends import the rules below from
@@ -81,6 +105,13 @@ async def open_store(kind: str, data_dir: Path) -> AsyncIterator[NotebookStore]:
             yield store
         finally:
             await store.close()
+    elif kind == "dynamodb":
+        # Imported only when chosen: aioboto3 is the notebook extra's, and
+        # importing it costs a noticeable fraction of a second.
+        from services.notebook.store.dynamodb import open_dynamodb_store
+
+        async with open_dynamodb_store(dynamodb or DynamoDBSettings()) as opened:
+            yield opened
     else:
         raise ValueError(f"NOTEBOOK_STORE={kind!r}; expected one of {STORE_KINDS}")
 

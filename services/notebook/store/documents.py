@@ -5,6 +5,9 @@ apart from this one (and migrated) instead of being misread. Datetimes are
 ISO-8601 in UTC, enums are stored by value, and a cell's `result` is stored as
 given: it is already the proto-JSON of a CellResult (see models.py).
 
+A cell has a document of its own (cell_to_document), so a store that keeps
+cells apart from their notebook (the DynamoDB store) encodes them the same way.
+
 Decoding trusts nothing: a document of the wrong shape raises DocumentError,
 which a store turns into NotebookCorrupt naming the notebook.
 
@@ -58,7 +61,7 @@ def notebook_to_document(notebook: Notebook) -> dict[str, Any]:
         "create_time": time_to_text(notebook.create_time),
         "update_time": time_to_text(notebook.update_time),
         "database_url": notebook.database_url,
-        "cells": [_cell_to_document(cell) for cell in notebook.cells],
+        "cells": [cell_to_document(cell) for cell in notebook.cells],
     }
 
 
@@ -77,7 +80,7 @@ def notebook_from_document(document: object) -> Notebook:
         update_time=time_from_text(_text(fields, "update_time")),
         database_url=_text(fields, "database_url"),
         cells=tuple(
-            _cell_from_document(cell, f"cells[{position}]")
+            cell_from_document(cell, f"cells[{position}]")
             for position, cell in enumerate(_list(fields, "cells"))
         ),
     )
@@ -130,7 +133,9 @@ def decode_page_token(owner: str, token: str) -> ListingKey:
         raise InvalidPageToken() from None
 
 
-def _cell_to_document(cell: Cell) -> dict[str, Any]:
+def cell_to_document(cell: Cell) -> dict[str, Any]:
+    """Return the JSON-able document of one cell (stores that keep cells
+    apart from their notebook use it directly)."""
     return {
         "id": cell.id,
         "type": cell.type.value,
@@ -141,7 +146,9 @@ def _cell_to_document(cell: Cell) -> dict[str, Any]:
     }
 
 
-def _cell_from_document(document: object, where: str) -> Cell:
+def cell_from_document(document: object, where: str = "cell") -> Cell:
+    """Return the cell a document describes; raise DocumentError if it is not
+    one cell_to_document wrote. `where` names it in error messages."""
     fields = _mapping(document, where)
     result = fields.get("result")
     if result is not None and not isinstance(result, dict):
