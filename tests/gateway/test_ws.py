@@ -347,10 +347,15 @@ async def test_client_that_does_not_read_is_closed_when_its_queue_overflows(
 
     async with slow_client(gateway, notebook.id) as socket:
         await send(socket, type="auth", token=gateway.token())
-        await asyncio.wait_for(
-            gateway.backends.hub.wait_for_watchers(notebook.id, 1), 5
-        )
-        for number in range(128):  # 32 MiB: far more than the buffers hold
+        hub = gateway.backends.hub
+        await asyncio.wait_for(hub.wait_for_watchers(notebook.id, 1), 5)
+        # Edit until the gateway gives up on the socket (it then stops
+        # watching the notebook): the client reads nothing meanwhile, so the
+        # socket's buffers fill and the gateway's queue overflows, however
+        # fast or slow this machine is. 32 MiB in all is far more than needed.
+        for number in range(128):
+            if hub.watcher_count(notebook.id) == 0:
+                break
             await gateway.backends.manager.update_cell(
                 "alice",
                 NotebookId(notebook.id),
@@ -359,6 +364,7 @@ async def test_client_that_does_not_read_is_closed_when_its_queue_overflows(
                 None,
                 0,
             )
+        await asyncio.wait_for(hub.wait_for_watchers(notebook.id, 0), 30)
         closed = await close_of(socket)
 
     assert closed == (1013, "client too slow: more than 4 messages waiting")
