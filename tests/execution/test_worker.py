@@ -129,6 +129,143 @@ def test_print_shell_and_raw_writes_arrive_in_order(kernel: KernelHarness) -> No
     assert run.stdout == "one\ntwo\nthree\nfour\n"
 
 
+@pytest.mark.parametrize(
+    "spawn",
+    [
+        "os.system('echo b')",
+        "subprocess.run(['echo', 'b'], check=True)",
+        "subprocess.Popen('echo b', shell=True).wait()",
+        "asyncio.run(run_echo())",
+        # A forked child has no capture thread: it writes straight to fd 1.
+        "child = os.fork()\n"
+        "if child == 0:\n    print('b')\n    os._exit(0)\n"
+        "os.waitpid(child, 0)",
+        "process = multiprocessing.get_context('fork').Process(target=print, "
+        "args=('b',))\nprocess.start()\nprocess.join()",
+    ],
+)
+def test_prints_around_a_subprocess_keep_their_order(
+    kernel: KernelHarness, spawn: str
+) -> None:
+    run = kernel.run(
+        "import asyncio, multiprocessing, os, subprocess\n"
+        "async def run_echo():\n"
+        "    echo = await asyncio.create_subprocess_exec('echo', 'b')\n"
+        "    await echo.wait()\n"
+        f"print('a')\n{spawn}\nprint('c')\n"
+    )
+
+    assert run.status == SUCCESS, run.error.traceback
+    assert run.stdout == "a\nb\nc\n"
+
+
+def test_unfinished_line_comes_before_a_subprocess(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import os, sys\nprint('a', end='')\nos.system('echo b')\n"
+        "sys.stderr.write('x')\nos.system('echo y >&2')"
+    )
+
+    assert run.stdout == "ab\n"
+    assert run.stderr == "xy\n"
+
+
+def test_flush_orders_a_print_before_a_raw_write(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import os, sys\n"
+        "for i in range(3):\n"
+        "    print(f'print {i}', flush=True)\n"
+        "    os.write(1, f'raw {i}\\n'.encode())\n"
+        "    sys.stdout.write(f'write {i}\\n')\n"
+        "    sys.stdout.flush()\n"
+    )
+
+    assert run.stdout == "".join(f"print {i}\nraw {i}\nwrite {i}\n" for i in range(3))
+
+
+def test_flushed_prints_are_streamed(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import time\nfor i in range(5):\n"
+        "    print(i, end=' ', flush=True)\n    time.sleep(0.1)"
+    )
+
+    assert run.stdout == "0 1 2 3 4 "
+    assert len(run.chunks) >= 3
+
+
+def test_bytes_written_to_the_buffer_keep_their_order(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import sys\n"
+        "print('a')\n"
+        "sys.stdout.buffer.write(b'b\\n')\n"
+        "print('c')\n"
+        "sys.stdout.buffer.write(memoryview('\u00e9\\n'.encode()))\n"
+        "sys.stdout.buffer.flush()\n"
+        "sys.stderr.buffer.write(b'err\\n')\n"
+        "print('d')"
+    )
+
+    assert run.stdout == "a\nb\nc\n\u00e9\nd\n"
+    assert run.stderr == "err\n"
+
+
+def test_sys_stdout_looks_like_a_text_stream(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import sys\n"
+        "(sys.stdout.isatty(), sys.stdout.fileno(), sys.stderr.fileno(),\n"
+        " sys.stdout.encoding, sys.stdout.errors, sys.stdout.writable(),\n"
+        " sys.stdout.buffer.fileno(), sys.stdout.buffer.isatty(),\n"
+        " sys.stdout.write('xy'), sys.stdout.buffer.write(b'z'))"
+    )
+    wrong_type = kernel.run("import sys\nsys.stdout.write(5)")
+    surrogate = kernel.run("print('\\udcff')")
+
+    assert run.texts == [
+        "(False, 1, 2, 'utf-8', 'backslashreplace', True, 1, False, 2, 1)"
+    ]
+    assert run.stdout == "xyz"
+    assert wrong_type.error.type == "TypeError"
+    assert surrogate.stdout == "\\udcff\n"
+
+
+def test_reconfigured_stdout_still_captures(fresh_kernel: KernelHarness) -> None:
+    run = fresh_kernel.run(
+        "import sys\nsys.stdout.reconfigure(line_buffering=True)\n"
+        "print('one')\nsys.stdout.reconfigure(line_buffering=False)\nprint('two')\n"
+        "sys.stdout.reconfigure(encoding='ascii')\nprint('\u00e9')\n"
+        "sys.stdout.reconfigure(encoding='utf-8')\nprint('\u00e9')"
+    )
+
+    assert run.status == SUCCESS
+    assert run.stdout == "one\ntwo\n\\xe9\n\u00e9\n"
+
+
+def test_threads_printing_keep_their_lines(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import threading\n"
+        "def count(name):\n"
+        "    for i in range(2000):\n"
+        "        print(f'{name} {i}')\n"
+        "threads = [threading.Thread(target=count, args=(n,)) for n in 'ab']\n"
+        "for t in threads:\n    t.start()\n"
+        "for t in threads:\n    t.join()"
+    )
+
+    lines = run.stdout.splitlines()
+    assert sorted(lines) == sorted(f"{n} {i}" for n in "ab" for i in range(2000))
+    for name in "ab":
+        mine = [line for line in lines if line.startswith(name)]
+        assert mine == [f"{name} {i}" for i in range(2000)]
+
+
+def test_big_writes_are_delivered_whole(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import sys\nsys.stdout.write('x' * 1_000_000)\nprint()\n"
+        "for i in range(3):\n    sys.stdout.write('y' * 100_000)"
+    )
+
+    assert run.stdout == "x" * 1_000_000 + "\n" + "y" * 300_000
+
+
 def test_stderr_is_separate_from_stdout(kernel: KernelHarness) -> None:
     run = kernel.run(
         "import os, sys\nprint('out')\nprint('err', file=sys.stderr)\n"
@@ -288,6 +425,13 @@ def test_input_gets_end_of_file(kernel: KernelHarness) -> None:
     assert run.error.type == "EOFError"
 
 
+def test_input_prompt_is_printed_first(kernel: KernelHarness) -> None:
+    run = kernel.run("print('before')\ninput('prompt> ')")
+
+    assert run.error.type == "EOFError"
+    assert run.stdout == "before\nprompt> "
+
+
 def test_kernel_never_imports_grpc(kernel: KernelHarness) -> None:
     run = kernel.run(
         "import sys\nsorted(m for m in sys.modules if m.split('.')[0] == 'grpc')"
@@ -374,6 +518,83 @@ def test_sigint_during_output_keeps_the_channel_intact(
 
     assert run.status == INTERRUPTED
     assert after.texts == ["'intact'"]
+
+
+def test_repeated_sigints_during_heavy_printing_leave_a_working_kernel(
+    fresh_kernel: KernelHarness,
+) -> None:
+    # The cell catches each interrupt and goes on printing: a lock left held
+    # by an interrupt inside print() would hang the next flush.
+    cell_id = fresh_kernel.start_cell(
+        "import sys\ncaught = 0\n"
+        "while caught < 5:\n"
+        "    try:\n"
+        "        while True:\n"
+        "            print('y' * 40)\n"
+        "            print('z', flush=True)\n"
+        "            sys.stderr.write('e' * 30 + '\\n')\n"
+        "    except KeyboardInterrupt:\n"
+        "        caught += 1\n",
+        output_limit_bytes=1 << 30,
+    )
+    events = []
+    for _ in range(5):
+        # Let the cell print on for a while before each interrupt.
+        deadline = time.monotonic() + 0.1
+        while time.monotonic() < deadline:
+            events.append(fresh_kernel.read_event())
+            assert not events[-1].HasField("done")
+        fresh_kernel.interrupt()
+    run = fresh_kernel.finish_cell(cell_id)
+    run.events[:0] = events
+    after = fresh_kernel.run("print('after')\ncaught")
+
+    assert run.status == SUCCESS, run.error.traceback
+    assert set(run.stdout.splitlines()) <= {"y" * 40, "z"}
+    assert set(run.stderr.splitlines()) <= {"e" * 30}
+    assert after.stdout == "after\n"
+    assert after.texts == ["5"]
+
+
+@pytest.mark.parametrize(
+    "loop",
+    [
+        "while True:\n    print(i := i + 1)",
+        "while True:\n    print('x' * 1000, flush=True)",
+        "while True:\n    sys.stdout.buffer.write(b'x' * 70_000)",
+    ],
+)
+def test_sigints_during_printing_never_hang_the_kernel(
+    fresh_kernel: KernelHarness, loop: str
+) -> None:
+    for _ in range(3):
+        cell_id = fresh_kernel.start_cell(
+            f"import sys\ni = 0\n{loop}", output_limit_bytes=1 << 30
+        )
+        fresh_kernel.read_event()
+        fresh_kernel.interrupt()
+        run = fresh_kernel.finish_cell(cell_id)
+        assert run.status == INTERRUPTED
+
+    after = fresh_kernel.run("print('still printing')")
+
+    assert after.stdout == "still printing\n"
+
+
+def test_background_thread_output_goes_to_the_next_cell(
+    fresh_kernel: KernelHarness,
+) -> None:
+    first = fresh_kernel.run(
+        "import threading, time\n"
+        "late = threading.Thread(target=lambda: (time.sleep(0.2), print('late')))\n"
+        "late.start()"
+    )
+    time.sleep(0.5)
+
+    second = fresh_kernel.run("late.join()")
+
+    assert first.stdout == ""
+    assert second.stdout == "late\n"
 
 
 def test_sigint_while_idle_is_ignored(fresh_kernel: KernelHarness) -> None:
