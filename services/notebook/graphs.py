@@ -110,19 +110,13 @@ def cell_views(
     """Every cell of the notebook with its analysis, in notebook order."""
     if errors is None:
         errors = graph.errors()
-    return tuple(_view(cell, graph, errors) for cell in notebook.cells)
+    return tuple(cell_view(cell, graph, errors) for cell in notebook.cells)
 
 
 def cell_view(
     cell: Cell, graph: DependencyGraph, errors: dict[CellId, GraphError]
 ) -> CellView:
     """One cell with its analysis."""
-    return _view(cell, graph, errors)
-
-
-def _view(
-    cell: Cell, graph: DependencyGraph, errors: dict[CellId, GraphError]
-) -> CellView:
     analysis = graph.analysis(cell.id)
     return CellView(
         cell=cell,

@@ -190,19 +190,8 @@ class NotebookManager:
             return edits.add_cell(notebook, cell, index, now)
 
         done = await self._edit(owner, notebook_id, expected, add)
-        view = self._view(done, cell_id)
         position = done.graph.order.index(cell_id)
-        self._publish(
-            Change(
-                ChangeKind.CELL_CREATED,
-                done.after.revision,
-                done.after.summary(),
-                cell=view,
-                index=position,
-            ),
-            *self._affected_changes(done),
-        )
-        return CellChange(done.after.revision, view, done.affected)
+        return self._cell_changed(done, ChangeKind.CELL_CREATED, cell_id, position)
 
     async def update_cell(
         self,
@@ -220,17 +209,7 @@ class NotebookManager:
             expected,
             lambda nb, now: edits.update_cell(nb, cell_id, code, result_name, now),
         )
-        view = self._view(done, cell_id)
-        self._publish(
-            Change(
-                ChangeKind.CELL_UPDATED,
-                done.after.revision,
-                done.after.summary(),
-                cell=view,
-            ),
-            *self._affected_changes(done),
-        )
-        return CellChange(done.after.revision, view, done.affected)
+        return self._cell_changed(done, ChangeKind.CELL_UPDATED, cell_id)
 
     async def move_cell(
         self,
@@ -403,6 +382,20 @@ class NotebookManager:
         cell = done.after.cell(cell_id)
         assert cell is not None
         return cell_view(cell, done.graph, done.errors)
+
+    def _cell_changed(
+        self,
+        done: _Edited,
+        kind: ChangeKind,
+        cell_id: CellId,
+        index: int | None = None,
+    ) -> CellChange:
+        """Publish a cell's change and the cells it affected; return it."""
+        view = self._view(done, cell_id)
+        summary = done.after.summary()
+        change = Change(kind, done.after.revision, summary, cell=view, index=index)
+        self._publish(change, *self._affected_changes(done))
+        return CellChange(done.after.revision, view, done.affected)
 
     def _affected_changes(self, done: _Edited) -> list[Change]:
         summary = done.after.summary()

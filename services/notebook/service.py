@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.notebook import convert
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import grpc
 
     from services.notebook.graphs import CellView
-    from services.notebook.manager import NotebookManager
+    from services.notebook.manager import CellChange, NotebookManager
 
     Context = grpc.aio.ServicerContext[object, object]
 
@@ -171,12 +171,7 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
             index,
             request.expected_revision,
         )
-        reply = notebook_pb2.CreateCellResponse(
-            revision=change.revision, affected_cells=_cells(change.affected)
-        )
-        if change.cell is not None:
-            reply.cell.CopyFrom(convert.cell_to_proto(change.cell))
-        return reply
+        return notebook_pb2.CreateCellResponse(**_edited_cell(change))
 
     async def UpdateCell(
         self, request: notebook_pb2.UpdateCellRequest, context: Context
@@ -198,12 +193,7 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
             result_name,
             request.expected_revision,
         )
-        reply = notebook_pb2.UpdateCellResponse(
-            revision=change.revision, affected_cells=_cells(change.affected)
-        )
-        if change.cell is not None:
-            reply.cell.CopyFrom(convert.cell_to_proto(change.cell))
-        return reply
+        return notebook_pb2.UpdateCellResponse(**_edited_cell(change))
 
     async def MoveCell(
         self, request: notebook_pb2.MoveCellRequest, context: Context
@@ -267,6 +257,22 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
             check.add("type", f"{value} is not a known cell type")
             return CellType.PYTHON
         return cell_type
+
+
+class _EditedCell(TypedDict):
+    cell: notebook_pb2.Cell
+    revision: int
+    affected_cells: list[notebook_pb2.Cell]
+
+
+def _edited_cell(change: CellChange) -> _EditedCell:
+    """The fields CreateCellResponse and UpdateCellResponse share."""
+    assert change.cell is not None
+    return _EditedCell(
+        cell=convert.cell_to_proto(change.cell),
+        revision=change.revision,
+        affected_cells=_cells(change.affected),
+    )
 
 
 class NotebookInternalServicer(notebook_pb2_grpc.NotebookInternalServiceServicer):
