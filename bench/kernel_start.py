@@ -22,10 +22,14 @@ import asyncio
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reflow.execution.v1 import kernel_pb2
 from reflow.notebook.v1 import notebook_pb2
-from services.execution.kernel.process import KernelLauncher, KernelProcess
+from services.execution.kernel.launcher import KernelLauncher
+
+if TYPE_CHECKING:
+    from services.execution.kernel.process import KernelProcess
 
 MIB = 1024 * 1024
 TIMEOUT_S = 120.0

@@ -11,7 +11,7 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from services.execution.kernel.process import KernelLauncher
+    from services.execution.kernel.launcher import KernelLauncher
 
 # grpc's C core prints INFO lines ("Got goaway") to stderr when test servers
 # stop; they are noise, not failures.
@@ -29,7 +29,7 @@ async def launcher() -> AsyncIterator[KernelLauncher]:
     kernels (execution, assistant) shares the one zygote.
     """
     # Imported here: the check above must run before generated code is needed.
-    from services.execution.kernel.process import KernelLauncher
+    from services.execution.kernel.launcher import KernelLauncher
 
     launcher = KernelLauncher(use_zygote=True)
     await launcher.start()

@@ -8,7 +8,7 @@ import logging
 from services.execution.clients import NotebookClient
 from services.execution.config import Settings
 from services.execution.follow import DeletionFollower
-from services.execution.kernel.process import KernelLauncher
+from services.execution.kernel.launcher import KernelLauncher
 from services.execution.recorder import ResultRecorder
 from services.execution.server import build_server
 from services.execution.sessions import SessionManager

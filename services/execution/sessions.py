@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from reflow.execution.v1 import execution_pb2
     from services.execution.config import KernelSettings
     from services.execution.follow import DeletionFollower
-    from services.execution.kernel.process import KernelLauncher, KernelProcess
+    from services.execution.kernel.launcher import KernelLauncher
+    from services.execution.kernel.process import KernelProcess
     from services.execution.recorder import ResultRecorder
 
 logger = logging.getLogger(__name__)

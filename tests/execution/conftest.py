@@ -27,7 +27,7 @@ from services.shared.auth import InternalTokens
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator
 
-    from services.execution.kernel.process import KernelLauncher
+    from services.execution.kernel.launcher import KernelLauncher
 
 SECRET = "execution-tests-internal-secret-0123456789"
 Metadata: TypeAlias = tuple[tuple[str, str], ...]

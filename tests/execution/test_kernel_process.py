@@ -22,7 +22,8 @@ import pytest_asyncio
 
 from reflow.execution.v1 import kernel_pb2
 from reflow.notebook.v1 import notebook_pb2
-from services.execution.kernel.process import KernelDied, KernelLauncher
+from services.execution.kernel.launcher import KernelLauncher
+from services.execution.kernel.process import KernelDied
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Iterator

@@ -19,7 +19,7 @@ from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.execution.clients import NotebookClient
 from services.execution.config import KernelSettings
-from services.execution.kernel.process import KernelLauncher
+from services.execution.kernel.launcher import KernelLauncher
 from services.execution.recorder import ResultRecorder
 from services.execution.server import build_server as build_execution
 from services.execution.sessions import SessionManager
