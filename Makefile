@@ -102,9 +102,10 @@ token: install
 	@GATEWAY_DATA_DIR="$${GATEWAY_DATA_DIR:-$${REFLOW_DATA_DIR:-data}/gateway}" \
 		$(RUN) python -m services.gateway.devtoken $(or $(USER_NAME),$(USER))
 
-# Print an internal token for USER (to call a service directly with grpcurl)
+# Print an internal token for USER (secret: REFLOW_INTERNAL_SECRET, else make run's)
 internal-token: install
-	@$(RUN) python -m services.shared.auth mint $(or $(USER_NAME),$(USER))
+	@REFLOW_INTERNAL_SECRET="$${REFLOW_INTERNAL_SECRET:-$$(cat "$${REFLOW_DATA_DIR:-data}/internal-secret" 2>/dev/null)}" \
+		$(RUN) python -m services.shared.auth mint $(or $(USER_NAME),$(USER))
 
 clean:
 	rm -rf $(VENV) .tools node_modules protos/.generated web/gen

@@ -476,7 +476,8 @@ def test_deploy_envoy_yaml_validates(tmp_path: Path) -> None:
 def test_readme_documents_every_variable_the_service_reads(image: str) -> None:
     readme = (ROOT / "README.md").read_text()
     deployment = readme[readme.index("## Deployment") :]
-    env = RecordingEnv({})
+    # The one variable with no default (there is no built-in secret).
+    env = RecordingEnv({"REFLOW_INTERNAL_SECRET": "x" * 32})
 
     SETTINGS[image](env)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import AsyncExitStack
 
@@ -15,6 +14,7 @@ from services.assistant.server import build_server
 from services.assistant.store import open_store
 from services.shared import logs
 from services.shared.auth import InternalTokens
+from services.shared.config import listen_address, run_service
 from services.shared.grpc_client import open_channel
 from services.shared.grpc_server import serve
 
@@ -62,7 +62,7 @@ async def main() -> None:
         server, port = build_server(
             assistant,
             store,
-            f"[::]:{settings.port}",
+            listen_address(settings.listen_host, settings.port),
             tokens,
             settings.turns.max_message_bytes,
         )
@@ -76,4 +76,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service("assistant", main)

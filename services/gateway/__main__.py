@@ -24,6 +24,7 @@ from services.gateway.server import (
 )
 from services.shared import logs
 from services.shared.auth import InternalTokens
+from services.shared.config import listen_address, run_service
 from services.shared.grpc_server import serve
 
 if TYPE_CHECKING:
@@ -48,11 +49,11 @@ async def main() -> None:
             identity,
             tokens,
             downstreams,
-            f"[::]:{settings.grpc_port}",
+            listen_address(settings.listen_host, settings.grpc_port),
             settings.unary_timeout_s,
             settings.health_timeout_s,
         )
-        http_socket = bind_http_socket(settings.http_port)
+        http_socket = bind_http_socket(settings.http_port, settings.listen_host)
         app = create_app(identity, downstreams, tokens, settings.websocket)
         http_server = build_http_server(app)
         logger.info(
@@ -91,4 +92,4 @@ async def run_both(
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service("gateway", main)

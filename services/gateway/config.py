@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from services.shared.auth import InternalAuthSettings
-from services.shared.config import EnvReader
+from services.shared.config import EnvReader, listen_host
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -97,6 +97,8 @@ class Settings:
     log_level: str
     log_format: str
     auth: InternalAuthSettings
+    # REFLOW_LISTEN_HOST: the address its servers listen on.
+    listen_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -123,4 +125,5 @@ class Settings:
             log_level=read.text("LOG_LEVEL", "INFO"),
             log_format=shared.choice("LOG_FORMAT", ("text", "json"), "text"),
             auth=InternalAuthSettings.from_env(env),
+            listen_host=listen_host(env),
         )

@@ -96,7 +96,8 @@ def build_http_server(app: Starlette, grace_s: float = 5.0) -> HttpServer:
 
 
 def bind_http_socket(port: int, host: str = "") -> socket.socket:
-    """A listening TCP socket on ``port`` (0: any free one), on all interfaces."""
+    """A listening TCP socket on ``port`` (0: any free one); all interfaces
+    (both families where possible) when ``host`` is empty."""
     if not host and socket.has_dualstack_ipv6():
         return socket.create_server(
             ("", port), family=socket.AF_INET6, dualstack_ipv6=True

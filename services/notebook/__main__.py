@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from services.notebook.config import Settings
@@ -11,6 +10,7 @@ from services.notebook.server import build_server
 from services.notebook.store import open_store
 from services.shared import logs
 from services.shared.auth import InternalTokens
+from services.shared.config import listen_address, run_service
 from services.shared.grpc_server import serve
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,10 @@ async def main() -> None:
         manager = NotebookManager(store)
         verifier = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
         server, port = build_server(
-            manager, f"[::]:{settings.port}", verifier, settings.max_code_bytes
+            manager,
+            listen_address(settings.listen_host, settings.port),
+            verifier,
+            settings.max_code_bytes,
         )
         logger.info(
             "notebook service listening on port %d (store: %s)", port, settings.store
@@ -34,4 +37,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service("notebook", main)

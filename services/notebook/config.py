@@ -13,7 +13,7 @@ from services.notebook.store import (
     DynamoDBSettings,
 )
 from services.shared.auth import InternalAuthSettings
-from services.shared.config import EnvReader
+from services.shared.config import EnvReader, listen_host
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -45,6 +45,8 @@ class Settings:
     log_level: str
     log_format: str
     auth: InternalAuthSettings
+    # REFLOW_LISTEN_HOST: the address its servers listen on.
+    listen_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -68,4 +70,5 @@ class Settings:
             log_level=read.text("LOG_LEVEL", "INFO"),
             log_format=shared.choice("LOG_FORMAT", ("text", "json"), "text"),
             auth=InternalAuthSettings.from_env(env),
+            listen_host=listen_host(env),
         )

@@ -44,9 +44,6 @@ from services.shared.errors import Unauthenticated
 
 logger = logging.getLogger(__name__)
 
-DEV_INTERNAL_SECRET: Final = "dev-internal-secret-change-me-never-use-in-production"
-"""Used only when REFLOW_INTERNAL_SECRET is unset, so `make run` needs no setup."""
-
 MIN_SECRET_BYTES: Final = 32
 """HS256 wants a key at least as long as its hash (RFC 7518 §3.2)."""
 
@@ -95,31 +92,30 @@ class InternalAuthSettings:
 
     secret: str
     ttl_s: float
-    is_dev_secret: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> InternalAuthSettings:
         """Read ``REFLOW_INTERNAL_SECRET`` and ``REFLOW_INTERNAL_TOKEN_TTL_S``.
 
-        Without a secret it falls back to ``DEV_INTERNAL_SECRET`` and logs a
-        warning: every service calls this once at startup, so the warning is
-        in each service's log.
+        There is no built-in secret: a known one would let anyone (a notebook
+        cell included) call every service as any user.
         """
         read = EnvReader(env, prefix="REFLOW_")
         secret = read.optional_text("INTERNAL_SECRET")
         ttl_s = read.number("INTERNAL_TOKEN_TTL_S", 300.0)
         if secret is None:
-            logger.warning(
-                "REFLOW_INTERNAL_SECRET is not set: using the development secret; "
-                "anyone who knows it can call these services as any user"
+            raise ConfigError(
+                "REFLOW_INTERNAL_SECRET is not set: every service needs the same "
+                f"random secret of {MIN_SECRET_BYTES}+ bytes (`make run` creates "
+                'one in its data directory; or: python3 -c "import secrets; '
+                'print(secrets.token_urlsafe(48))")'
             )
-            return cls(secret=DEV_INTERNAL_SECRET, ttl_s=ttl_s, is_dev_secret=True)
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(
                 f"REFLOW_INTERNAL_SECRET is too short: it must be at least "
                 f"{MIN_SECRET_BYTES} bytes"
             )
-        return cls(secret=secret, ttl_s=ttl_s, is_dev_secret=False)
+        return cls(secret=secret, ttl_s=ttl_s)
 
 
 class TokenVerifier(Protocol):
@@ -389,14 +385,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     mint.add_argument("user")
     mint.add_argument("--ttl-s", type=float, help="lifetime (default: settings)")
     args = parser.parse_args(argv)
-    settings = InternalAuthSettings.from_env()
+    try:
+        settings = InternalAuthSettings.from_env()
+    except ConfigError as error:
+        parser.exit(2, f"{error}\n")
     ttl_s = settings.ttl_s if args.ttl_s is None else args.ttl_s
     print(InternalTokens(settings.secret, ttl_s=ttl_s).mint(args.user))
     return 0
 
 
 if __name__ == "__main__":
-    # Warnings (the dev secret) go to stderr: stdout carries only the token,
+    # Warnings go to stderr: stdout carries only the token,
     # so `$(python -m services.shared.auth mint ada)` works.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     sys.exit(main())

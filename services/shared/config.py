@@ -10,12 +10,14 @@ empty counts as unset, so ``FOO=`` in a compose file means "use the default".
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Coroutine, Mapping, Sequence
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -112,3 +114,33 @@ class EnvReader:
     def _raw(self, name: str) -> str | None:
         value = self._env.get(self._key(name))
         return value if value else None
+
+
+LOOPBACK: Final = "127.0.0.1"
+
+
+def listen_host(env: Mapping[str, str]) -> str:
+    """``REFLOW_LISTEN_HOST``: where a service listens; loopback unless told.
+
+    Services answer only with an internal token, but there is no reason to
+    offer them to the network: containers set ``0.0.0.0`` explicitly.
+    """
+    return EnvReader(env, prefix="REFLOW_").text("LISTEN_HOST", LOOPBACK)
+
+
+def listen_address(host: str, port: int) -> str:
+    """``host:port`` for a gRPC server, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def run_service(name: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """``asyncio.run(main())``; a ConfigError ends it with its message, exit 2.
+
+    A missing or bad setting is the operator's to fix: one line naming the
+    variable says more than a traceback.
+    """
+    try:
+        asyncio.run(main())
+    except ConfigError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -33,6 +33,7 @@ from services.stack.plan import (
 )
 from services.stack.processes import Console
 from services.stack.runner import RUNNER, run_stack
+from services.stack.secret import internal_secret
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,7 +65,12 @@ async def main() -> int:
         console.line(RUNNER, f"!!! {error}")
         return 2
     assistant = has_assistant()
-    env = service_env(settings, os.environ, assistant)
+    try:
+        secret = internal_secret(settings.data_dir, os.environ)
+    except OSError as error:
+        console.line(RUNNER, f"!!! cannot keep the internal secret: {error}")
+        return 2
+    env = service_env(settings, os.environ, assistant, secret)
     config_path = envoy_config_path(settings)
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(render(envoy_options(settings)))

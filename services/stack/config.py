@@ -3,7 +3,7 @@
 The services' ports are read from the very variables the services read
 (``NOTEBOOK_PORT``, ``GATEWAY_GRPC_PORT`` ...), with the same defaults, so one
 exported variable moves a service and everything that calls it. What is the
-stack's own lives under ``REFLOW_``: Envoy's public port and admin port, the
+stack's own lives under ``REFLOW_``: Envoy's public port, the
 data directory every service keeps its files under, the CORS origins, and how
 long to wait for the stack to start and stop.
 """
@@ -27,7 +27,6 @@ class Ports:
     """Where each process listens."""
 
     http: int
-    envoy_admin: int
     notebook: int
     execution: int
     assistant: int
@@ -38,7 +37,6 @@ class Ports:
         """Each port under the variable that sets it, for messages."""
         return {
             "REFLOW_HTTP_PORT": self.http,
-            "REFLOW_ENVOY_ADMIN_PORT": self.envoy_admin,
             "NOTEBOOK_PORT": self.notebook,
             "EXECUTION_PORT": self.execution,
             "ASSISTANT_PORT": self.assistant,
@@ -67,7 +65,6 @@ class StackSettings:
         unprefixed = EnvReader(env, prefix="")
         ports = Ports(
             http=_port(unprefixed, "REFLOW_HTTP_PORT", 8080),
-            envoy_admin=_port(unprefixed, "REFLOW_ENVOY_ADMIN_PORT", 9901),
             notebook=_port(unprefixed, "NOTEBOOK_PORT", 50051),
             execution=_port(unprefixed, "EXECUTION_PORT", 50052),
             assistant=_port(unprefixed, "ASSISTANT_PORT", 50053),

@@ -65,7 +65,9 @@ class EnvoyOptions:
     """Everything the rendered configuration varies by."""
 
     listen: Address = Address("127.0.0.1", 8080)
-    admin: Address = Address("127.0.0.1", 9901)
+    # A TCP address, or the path of a unix socket (mode 0600): the admin
+    # interface can stop Envoy, so `make run` keeps it where no kernel sees.
+    admin: Address | str = Address("127.0.0.1", 9901)
     gateway_grpc: Address = Address("127.0.0.1", 50050)
     gateway_http: Address = Address("127.0.0.1", 8000)
     # Relative paths are relative to Envoy's working directory.
@@ -78,8 +80,7 @@ def render(options: EnvoyOptions) -> str:
     """The YAML configuration for ``options``; ValueError for a bad value."""
     values = {
         "header": f"# Values: {_describe(options)}",
-        "admin_host": _checked_host(options.admin.host),
-        "admin_port": _checked_port(options.admin.port),
+        "admin_address": _admin_address(options.admin),
         "listen_host": _checked_host(options.listen.host),
         "http_port": _checked_port(options.listen.port),
         "gateway_grpc_host": _checked_host(options.gateway_grpc.host),
@@ -91,6 +92,21 @@ def render(options: EnvoyOptions) -> str:
         "allowed_origins": _origin_matchers(options.allowed_origins),
     }
     return string.Template(TEMPLATE.read_text()).substitute(values)
+
+
+def _admin_address(admin: Address | str) -> str:
+    if isinstance(admin, str):
+        # 384 is 0o600: only the user who runs Envoy may connect.
+        return f"pipe: {{path: {json.dumps(admin)}, mode: 384}}"
+    host, port = _checked_host(admin.host), _checked_port(admin.port)
+    return f"socket_address: {{address: {host}, port_value: {port}}}"
+
+
+def parse_admin(text: str) -> Address | str:
+    """``--admin``: HOST:PORT, or unix:PATH for a unix socket."""
+    if text.startswith("unix:"):
+        return text.removeprefix("unix:")
+    return Address.parse(text)
 
 
 def parse_origins(text: str) -> tuple[str, ...]:
@@ -142,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, help="file to write (default: stdout)")
     parser.add_argument("--listen", type=Address.parse, default=defaults.listen)
-    parser.add_argument("--admin", type=Address.parse, default=defaults.admin)
+    parser.add_argument("--admin", type=parse_admin, default=defaults.admin)
     parser.add_argument(
         "--gateway-grpc", type=Address.parse, default=defaults.gateway_grpc
     )

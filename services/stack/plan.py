@@ -23,6 +23,7 @@ from services.shared.config import ConfigError
 from services.stack.envoy_config import Address, EnvoyOptions
 from services.stack.probes import GrpcHealthProbe, HttpProbe, Probe
 from services.stack.processes import ProcessSpec
+from services.stack.secret import VARIABLE
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -72,7 +73,7 @@ def envoy_options(settings: StackSettings) -> EnvoyOptions:
     ports = settings.ports
     return EnvoyOptions(
         listen=Address(settings.listen_host, ports.http),
-        admin=Address(LOOPBACK, ports.envoy_admin),
+        admin=str(envoy_admin_socket(settings)),
         gateway_grpc=Address(LOOPBACK, ports.gateway_grpc),
         gateway_http=Address(LOOPBACK, ports.gateway_http),
         descriptor=str(DESCRIPTOR),
@@ -81,17 +82,19 @@ def envoy_options(settings: StackSettings) -> EnvoyOptions:
 
 
 def service_env(
-    settings: StackSettings, base: Mapping[str, str], assistant: bool
+    settings: StackSettings, base: Mapping[str, str], assistant: bool, secret: str
 ) -> dict[str, str]:
     """The environment every service is started with.
 
     The stack owns the addresses (a stray ``NOTEBOOK_SERVICE_ADDR`` in the
     shell must not point the stack elsewhere); storage settings the user
-    exported are kept, and default to local files under the data directory.
+    exported are kept, and default to local files under the data directory;
+    ``secret`` is the internal secret (``secret.internal_secret``).
     """
     ports = settings.ports
     env = dict(base)
     env["PYTHONUNBUFFERED"] = "1"
+    env[VARIABLE] = secret
     env.update({name: str(port) for name, port in ports.named().items()})
     env["NOTEBOOK_SERVICE_ADDR"] = f"{LOOPBACK}:{ports.notebook}"
     env["EXECUTION_SERVICE_ADDR"] = f"{LOOPBACK}:{ports.execution}"
@@ -107,6 +110,11 @@ def service_env(
         # OPENAI_BASE_URL the assistant still starts and Chat says what to set.
         env.setdefault("ASSISTANT_DATA_DIR", str(settings.data_dir / "assistant"))
     return env
+
+
+def envoy_admin_socket(settings: StackSettings) -> Path:
+    """Envoy's admin interface: a unix socket only its user can open."""
+    return settings.data_dir.absolute() / "envoy" / "admin.sock"
 
 
 def envoy_config_path(settings: StackSettings) -> Path:
@@ -168,7 +176,7 @@ def plan_stack(
         Member(
             ProcessSpec("envoy", envoy_argv, env, cwd),
             (
-                HttpProbe(LOOPBACK, ports.envoy_admin, "/ready"),
+                HttpProbe.unix(envoy_admin_socket(settings), "/ready"),
                 # Through the front door: both routes reach the gateway.
                 HttpProbe(front, ports.http, "/healthz"),
                 GrpcHealthProbe(f"{front}:{ports.http}"),

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CHECK_METHOD: Final = "/grpc.health.v1.Health/Check"
 POLL_INTERVAL_S: Final = 0.2
@@ -59,13 +62,21 @@ class GrpcHealthProbe:
 
 @dataclass(frozen=True)
 class HttpProbe:
-    """``GET http://host:port/path`` answers 200."""
+    """``GET http://host:port/path`` (or over a unix socket) answers 200."""
 
     host: str
     port: int
     path: str
+    socket_path: str = ""
+
+    @classmethod
+    def unix(cls, socket_path: Path, path: str) -> HttpProbe:
+        """The probe for ``GET path`` over the unix socket at ``socket_path``."""
+        return cls("localhost", 0, path, str(socket_path))
 
     def describe(self) -> str:
+        if self.socket_path:
+            return f"GET {self.path} on {self.socket_path}"
         return f"GET http://{self.host}:{self.port}{self.path}"
 
     async def check(self) -> bool:
@@ -76,7 +87,10 @@ class HttpProbe:
         return status == 200
 
     async def _status(self) -> int:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        if self.socket_path:
+            reader, writer = await asyncio.open_unix_connection(self.socket_path)
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
             request = (
                 f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"

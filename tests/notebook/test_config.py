@@ -8,9 +8,12 @@ from services.notebook.config import Settings
 from services.notebook.store import DynamoDBSettings
 from services.shared.config import ConfigError
 
+# Every service needs the shared secret; there is no built-in one.
+SECRET = {"REFLOW_INTERNAL_SECRET": "config-tests-internal-secret-0123456789"}
+
 
 def test_dynamodb_settings_default_to_the_documented_values() -> None:
-    settings = Settings.from_env({})
+    settings = Settings.from_env(SECRET)
 
     assert settings.store == "local"
     assert settings.dynamodb == DynamoDBSettings(
@@ -21,6 +24,7 @@ def test_dynamodb_settings_default_to_the_documented_values() -> None:
 def test_dynamodb_store_is_configured_by_its_variables() -> None:
     settings = Settings.from_env(
         {
+            **SECRET,
             "NOTEBOOK_STORE": "dynamodb",
             "NOTEBOOK_DYNAMODB_TABLE": "nb",
             "NOTEBOOK_DYNAMODB_REGION": "eu-west-3",
@@ -35,14 +39,14 @@ def test_dynamodb_store_is_configured_by_its_variables() -> None:
 
 
 def test_region_falls_back_to_aws_region() -> None:
-    settings = Settings.from_env({"AWS_REGION": "ap-south-1"})
+    settings = Settings.from_env({**SECRET, "AWS_REGION": "ap-south-1"})
 
     assert settings.dynamodb.region == "ap-south-1"
 
 
 def test_notebook_region_wins_over_aws_region() -> None:
     settings = Settings.from_env(
-        {"AWS_REGION": "ap-south-1", "NOTEBOOK_DYNAMODB_REGION": "eu-west-3"}
+        {**SECRET, "AWS_REGION": "ap-south-1", "NOTEBOOK_DYNAMODB_REGION": "eu-west-3"}
     )
 
     assert settings.dynamodb.region == "eu-west-3"
@@ -50,4 +54,4 @@ def test_notebook_region_wins_over_aws_region() -> None:
 
 def test_unknown_store_names_the_variable_and_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"NOTEBOOK_STORE='s3'.*dynamodb"):
-        Settings.from_env({"NOTEBOOK_STORE": "s3"})
+        Settings.from_env({**SECRET, "NOTEBOOK_STORE": "s3"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,6 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from services.shared.auth import (
-    DEV_INTERNAL_SECRET,
     InternalAuthSettings,
     InternalTokens,
     bearer_token,
@@ -189,19 +187,14 @@ def test_current_user_outside_an_rpc_is_unauthenticated() -> None:
 def test_settings_read_the_shared_secret() -> None:
     settings = InternalAuthSettings.from_env({"REFLOW_INTERNAL_SECRET": TEST_SECRET})
 
-    assert (settings.secret, settings.is_dev_secret) == (TEST_SECRET, False)
+    assert settings.secret == TEST_SECRET
 
 
-def test_settings_fall_back_to_the_dev_secret() -> None:
-    settings = InternalAuthSettings.from_env({})
-
-    assert (settings.secret, settings.is_dev_secret) == (DEV_INTERNAL_SECRET, True)
-
-
-def test_dev_secret_fallback_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    InternalAuthSettings.from_env({})
-
-    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+def test_settings_without_a_secret_are_refused_naming_the_variable() -> None:
+    # There is no built-in secret to fall back to: one in the public source
+    # would let anyone, a notebook cell included, act as any user.
+    with pytest.raises(ConfigError, match="REFLOW_INTERNAL_SECRET is not set"):
+        InternalAuthSettings.from_env({})
 
 
 def test_short_secret_setting_is_refused_without_echoing_it() -> None:

@@ -77,8 +77,10 @@ def provider_stack(
             "GATEWAY_JWKS_URL": jwks_url,
             "GATEWAY_JWT_ISSUER": ISSUER,
             "GATEWAY_JWT_AUDIENCE": AUDIENCE,
-            # Runs no cells: skip warming the kernel zygote.
+            # Runs no cells: skip warming the kernel zygote (and so its
+            # sandbox, which needs the zygote).
             "EXECUTION_USE_ZYGOTE": "0",
+            "EXECUTION_SANDBOX": "off",
         },
     )
     running = launch(env)

@@ -10,6 +10,9 @@ from services.shared.config import ConfigError
 from services.stack.config import StackSettings
 from services.stack.envoy_config import Address
 from services.stack.plan import envoy_options, plan_stack, service_env
+from services.stack.secret import internal_secret
+
+SECRET = "plan-tests-internal-secret-0123456789-0123"
 
 
 def test_defaults_are_the_documented_ports() -> None:
@@ -17,7 +20,6 @@ def test_defaults_are_the_documented_ports() -> None:
 
     assert settings.ports.named() == {
         "REFLOW_HTTP_PORT": 8080,
-        "REFLOW_ENVOY_ADMIN_PORT": 9901,
         "NOTEBOOK_PORT": 50051,
         "EXECUTION_PORT": 50052,
         "ASSISTANT_PORT": 50053,
@@ -42,7 +44,7 @@ def test_services_are_wired_to_each_other_whatever_the_shell_says() -> None:
     settings = StackSettings.from_env({"NOTEBOOK_PORT": "6001"})
     shell = {"NOTEBOOK_SERVICE_ADDR": "elsewhere:1", "ASSISTANT_SERVICE_ADDR": "x:2"}
 
-    env = service_env(settings, shell, assistant=False)
+    env = service_env(settings, shell, assistant=False, secret=SECRET)
 
     assert env["NOTEBOOK_SERVICE_ADDR"] == "127.0.0.1:6001"
     assert env["NOTEBOOK_PORT"] == "6001"
@@ -52,8 +54,10 @@ def test_services_are_wired_to_each_other_whatever_the_shell_says() -> None:
 def test_storage_defaults_to_files_under_the_data_dir_unless_set() -> None:
     settings = StackSettings.from_env({"REFLOW_DATA_DIR": "/srv/reflow"})
 
-    default = service_env(settings, {}, assistant=True)
-    chosen = service_env(settings, {"NOTEBOOK_STORE": "memory"}, assistant=True)
+    default = service_env(settings, {}, assistant=True, secret=SECRET)
+    chosen = service_env(
+        settings, {"NOTEBOOK_STORE": "memory"}, assistant=True, secret=SECRET
+    )
 
     assert default["NOTEBOOK_STORE"] == "local"
     assert default["NOTEBOOK_DATA_DIR"] == "/srv/reflow/notebooks"
@@ -97,7 +101,29 @@ def test_address_parses_host_and_port(text: str, address: Address) -> None:
 def test_assistant_is_wired_in_with_its_data_under_the_data_dir() -> None:
     settings = StackSettings.from_env({"REFLOW_DATA_DIR": "/srv/reflow"})
 
-    env = service_env(settings, {}, assistant=True)
+    env = service_env(settings, {}, assistant=True, secret=SECRET)
 
     assert env["ASSISTANT_SERVICE_ADDR"] == "127.0.0.1:50053"
     assert env["ASSISTANT_DATA_DIR"] == "/srv/reflow/assistant"
+
+
+# -- the internal secret ----------------------------------------------------
+
+
+def test_the_stack_makes_a_private_random_secret_once_and_reuses_it(
+    tmp_path: Path,
+) -> None:
+    first = internal_secret(tmp_path / "data", {})
+    again = internal_secret(tmp_path / "data", {})
+
+    assert first == again
+    assert len(first) >= 32
+    assert (tmp_path / "data" / "internal-secret").stat().st_mode & 0o777 == 0o600
+    assert internal_secret(tmp_path / "other", {}) != first
+
+
+def test_an_exported_secret_wins_and_is_not_written(tmp_path: Path) -> None:
+    exported = {"REFLOW_INTERNAL_SECRET": "exported-secret-0123456789-0123456789"}
+
+    assert internal_secret(tmp_path, exported) == exported["REFLOW_INTERNAL_SECRET"]
+    assert not (tmp_path / "internal-secret").exists()

@@ -38,8 +38,11 @@ NOTEBOOKS: Final = "reflow.notebook.v1.NotebookService"
 
 @pytest.fixture
 def quick_env(tmp_path: Path) -> dict[str, str]:
-    """A stack that runs no cells: skip warming the kernel zygote."""
-    return stack_env(tmp_path / "data", {"EXECUTION_USE_ZYGOTE": "0"})
+    """A stack that runs no cells: skip warming the kernel zygote (and so its
+    sandbox, which needs the zygote)."""
+    return stack_env(
+        tmp_path / "data", {"EXECUTION_USE_ZYGOTE": "0", "EXECUTION_SANDBOX": "off"}
+    )
 
 
 @pytest.fixture
