@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING
 from reflow.execution.v1 import kernel_pb2
 from reflow.notebook.v1 import notebook_pb2
 from services.execution.kernel.launcher import KernelLauncher
+from services.execution.kernel.process import process_tree
+from services.execution.kernel.sandbox import SandboxConfig
 
 if TYPE_CHECKING:
     from services.execution.kernel.process import KernelProcess
@@ -48,10 +51,15 @@ async def run(kernel: KernelProcess, code: str) -> None:
 
 
 def pss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """PSS of ``pid`` and its descendants: a confined kernel is an init and
+    the kernel under it, and both are what the notebook costs."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+    return total
 
 
 async def time_starts(launcher: KernelLauncher, starts: int) -> tuple[float, float]:
@@ -88,9 +96,15 @@ async def measure_memory(
     return idle, loaded
 
 
-async def bench(use_zygote: bool, kernels: int, starts: int) -> None:
-    label = "zygote" if use_zygote else "subprocess"
-    launcher = KernelLauncher(use_zygote=use_zygote, start_timeout_s=TIMEOUT_S)
+async def bench(use_zygote: bool, confined: bool, kernels: int, starts: int) -> None:
+    label = ("zygote" if use_zygote else "subprocess") + (
+        ", confined" if confined else ", not confined"
+    )
+    launcher = KernelLauncher(
+        use_zygote=use_zygote,
+        start_timeout_s=TIMEOUT_S,
+        sandbox=SandboxConfig() if confined else None,
+    )
     started = time.perf_counter()
     await launcher.start()
     warm_ms = (time.perf_counter() - started) * 1e3
@@ -122,10 +136,17 @@ async def main() -> None:
     parser.add_argument("--kernels", type=int, default=10)
     parser.add_argument("--starts", type=int, default=20)
     parser.add_argument("--skip-subprocess", action="store_true")
+    parser.add_argument(
+        "--skip-unconfined",
+        action="store_true",
+        help="skip the zygote without the sandbox (what confinement costs)",
+    )
     args = parser.parse_args()
-    await bench(True, args.kernels, args.starts)
+    await bench(True, True, args.kernels, args.starts)
+    if not args.skip_unconfined:
+        await bench(True, False, args.kernels, args.starts)
     if not args.skip_subprocess:
-        await bench(False, args.kernels, min(args.starts, 5))
+        await bench(False, False, args.kernels, min(args.starts, 5))
 
 
 if __name__ == "__main__":

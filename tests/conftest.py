@@ -31,6 +31,8 @@ async def launcher() -> AsyncIterator[KernelLauncher]:
     # Imported here: the check above must run before generated code is needed.
     from services.execution.kernel.launcher import KernelLauncher
 
+    # Confined as in production: every test that runs a cell also shows the
+    # sandbox leaves pandas, matplotlib, SQL and subprocesses working.
     launcher = KernelLauncher(use_zygote=True)
     await launcher.start()
     yield launcher

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from services.execution.clients import NotebookClient
 from services.execution.config import Settings
 from services.execution.follow import DeletionFollower
 from services.execution.kernel.launcher import KernelLauncher
+from services.execution.kernel.zygote_client import SandboxUnavailable
 from services.execution.recorder import ResultRecorder
 from services.execution.server import build_server
 from services.execution.sessions import SessionManager
 from services.shared import logs
 from services.shared.auth import InternalTokens
+from services.shared.config import ConfigError, listen_address, run_service
 from services.shared.grpc_client import open_channel
 from services.shared.grpc_server import serve
 
@@ -24,15 +25,25 @@ async def main() -> None:
     settings = Settings.from_env()
     logs.configure("execution", settings.log_level, settings.log_format)
     tokens = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
-    launcher = KernelLauncher(use_zygote=settings.kernels.use_zygote)
-    await launcher.start()
+    launcher = KernelLauncher(
+        use_zygote=settings.kernels.use_zygote, sandbox=settings.kernels.sandbox
+    )
+    try:
+        await launcher.start()
+    except SandboxUnavailable as error:
+        # Refuse to run rather than run kernels that can reach everything.
+        await launcher.close()
+        raise ConfigError(error.message) from None
     async with open_channel(settings.notebook_service_addr) as channel:
         notebooks = NotebookClient(channel)
         recorder = ResultRecorder(notebooks, tokens)
         follower = DeletionFollower(notebooks, tokens)
         sessions = SessionManager(launcher, settings.kernels, recorder, follower)
         server, port = build_server(
-            sessions, notebooks, f"[::]:{settings.port}", tokens
+            sessions,
+            notebooks,
+            listen_address(settings.listen_host, settings.port),
+            tokens,
         )
         logger.info(
             "execution service listening on port %d (notebook service at %s)",
@@ -48,4 +59,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service("execution", main)

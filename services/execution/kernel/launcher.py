@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from services.execution.kernel.environment import kernel_environment
 from services.execution.kernel.process import KernelDied, KernelProcess
 from services.execution.kernel.zygote import WORKER_MODULE, describe_exit
 from services.execution.kernel.zygote_client import ZygoteClient, ZygoteLost
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from reflow.execution.v1 import zygote_pb2
+    from services.execution.kernel.sandbox import SandboxConfig
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +81,15 @@ class KernelLauncher:
         worker_args: Sequence[str] = (),
         start_timeout_s: float = 30.0,
         zygote_start_timeout_s: float = 120.0,
+        sandbox: SandboxConfig | None = None,
     ) -> None:
+        if sandbox is not None and not use_zygote:
+            raise ValueError(
+                "kernels started as subprocesses are not confined: "
+                "EXECUTION_USE_ZYGOTE=false needs EXECUTION_SANDBOX=off"
+            )
         self.use_zygote = use_zygote
+        self.sandbox = sandbox
         self._worker_module = worker_module
         self._worker_args = tuple(worker_args)
         self._start_timeout_s = start_timeout_s
@@ -142,6 +151,12 @@ class KernelLauncher:
             (time.perf_counter() - started) * 1e3,
             "zygote" if self.use_zygote else "subprocess",
         )
+        if self.sandbox is None:
+            logger.warning(
+                "kernel %d runs unconfined: its code can read the service's "
+                "files and reach other users' kernels (EXECUTION_SANDBOX=off)",
+                kernel.pid,
+            )
         return kernel
 
     async def close(self, timeout_s: float = 5.0) -> None:
@@ -214,6 +229,7 @@ class KernelLauncher:
                     self._zygote_start_timeout_s,
                     self._on_zygote_event,
                     self._on_zygote_lost,
+                    self.sandbox,
                 )
             return self._zygote
 
@@ -228,7 +244,10 @@ class KernelLauncher:
                 pending.future.set_exception(KernelDied(reason))
         elif kind == "kernel_exited":
             exited = event.kernel_exited
-            self._on_exit(exited.pid, describe_exit(exited.exit_code, exited.signal))
+            reason = describe_exit(exited.exit_code, exited.signal)
+            if exited.detail:
+                reason = f"{reason}: {exited.detail}"
+            self._on_exit(exited.pid, reason)
 
     def _on_spawned(self, request_id: int, pid: int) -> None:
         # The KernelProcess is made here, not in spawn(), so that an exit
@@ -319,6 +338,7 @@ class KernelLauncher:
                 str(theirs.fileno()),
                 *self._worker_args,
                 pass_fds=(theirs.fileno(),),
+                env=kernel_environment(),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )

@@ -213,12 +213,22 @@ class KernelProcess:
         return self._exit_reason
 
     def memory_bytes(self) -> int:
-        """The kernel's resident set size (VmRSS), or 0 once it is gone."""
-        return _proc_kib(f"/proc/{self.pid}/status", "VmRSS:") * 1024
+        """Resident set size (VmRSS) of the kernel's processes, or 0 once gone.
+
+        A confined kernel is its namespace's init, the kernel under it and
+        whatever that started: all of them are what the notebook costs.
+        """
+        return sum(
+            _proc_kib(f"/proc/{pid}/status", "VmRSS:") * 1024
+            for pid in process_tree(self.pid)
+        )
 
     def pss_bytes(self) -> int:
-        """The kernel's proportional set size: shared pages split among sharers."""
-        return _proc_kib(f"/proc/{self.pid}/smaps_rollup", "Pss:") * 1024
+        """Proportional set size of the kernel's processes (shared pages split)."""
+        return sum(
+            _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:") * 1024
+            for pid in process_tree(self.pid)
+        )
 
     # -- the socket -------------------------------------------------------
 
@@ -341,3 +351,19 @@ def _proc_kib(path: str, key: str) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants that are still running."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        parent = tree[index]
+        index += 1
+        try:
+            with open(
+                f"/proc/{parent}/task/{parent}/children", encoding="ascii"
+            ) as file:
+                tree.extend(int(child) for child in file.read().split())
+        except (OSError, ValueError):
+            continue
+    return tree

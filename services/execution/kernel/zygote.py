@@ -72,16 +72,20 @@ from collections import deque
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from reflow.execution.v1 import zygote_pb2
+from services.execution.kernel.confinement import open_confinement
 from services.execution.kernel.protocol import (
     HEADER,
     ProtocolError,
     decode_body,
     encode_frame,
 )
+from services.execution.kernel.sandbox import SandboxConfig
 from services.shared import logs
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from services.execution.kernel.confinement import ConfinedKernel, Confinement
 
 logger = logging.getLogger(__name__)
 
@@ -147,27 +151,40 @@ def preload(worker_module: str) -> list[str]:
 class Zygote:
     """The fork server loop: spawn requests in, spawn and exit reports out."""
 
-    def __init__(self, control: socket.socket, worker_module: str) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        worker_module: str,
+        confinement: Confinement | None = None,
+    ) -> None:
         self._control = control
         self._worker_module = worker_module
+        self._confinement = confinement
         self._inbox = bytearray()
         # Kernel sockets received but not yet matched to a SpawnKernel frame.
         self._fds: deque[int] = deque()
         self._kernels: set[int] = set()
+        # Confined kernels, by the pid of their init.
+        self._confined: dict[int, ConfinedKernel] = {}
         self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_read, False)
         os.set_blocking(self._wakeup_write, False)
         self._selector = selectors.DefaultSelector()
 
-    def run(self, missing_modules: Sequence[str] = ()) -> None:
+    def run(self, missing_modules: Sequence[str] = (), sandbox_error: str = "") -> None:
         """Serve spawn requests until the service goes away or SIGTERM arrives."""
         self._install_signal_handlers()
         self._selector.register(self._control, selectors.EVENT_READ)
         self._selector.register(self._wakeup_read, selectors.EVENT_READ)
+        confinement = self._confinement
         ready = zygote_pb2.ZygoteReady(
-            pid=os.getpid(), missing_modules=list(missing_modules)
+            pid=os.getpid(),
+            missing_modules=list(missing_modules),
+            sandbox=confinement.describe() if confinement else "",
+            sandbox_error=sandbox_error,
         )
-        running = self._send(zygote_pb2.ZygoteEvent(ready=ready))
+        # Asked to confine kernels and unable to: say why, start none.
+        running = self._send(zygote_pb2.ZygoteEvent(ready=ready)) and not sandbox_error
         while running:
             for key, _ in self._selector.select():
                 if key.fileobj is self._control:
@@ -234,28 +251,64 @@ class Zygote:
             raise ProtocolError("SpawnKernel arrived without a socket")
         kernel_fd = self._fds.popleft()
         try:
-            pid = os.fork()
+            if self._confinement is not None:
+                pid = self._spawn_confined(request, kernel_fd)
+            else:
+                pid = self._spawn_plain(request, kernel_fd)
         except OSError as error:
-            os.close(kernel_fd)
-            logger.error("zygote could not fork a kernel: %s", error)
+            logger.error("zygote could not start a kernel: %s", error)
             failed = zygote_pb2.SpawnFailed(
-                request_id=request.request_id, message=f"fork failed: {error}"
+                request_id=request.request_id, message=str(error)
             )
             return self._send(zygote_pb2.ZygoteEvent(spawn_failed=failed))
-        if pid == 0:
-            self._become_kernel(kernel_fd, request.memory_limit_bytes)
-        os.close(kernel_fd)
+        finally:
+            os.close(kernel_fd)
         self._kernels.add(pid)
-        logger.debug("zygote forked kernel %d", pid)
+        logger.debug("zygote started kernel %d", pid)
         spawned = zygote_pb2.KernelSpawned(request_id=request.request_id, pid=pid)
         return self._send(zygote_pb2.ZygoteEvent(kernel_spawned=spawned))
 
+    def _spawn_plain(self, request: zygote_pb2.SpawnKernel, kernel_fd: int) -> int:
+        pid = os.fork()
+        if pid == 0:
+            self._become_kernel(kernel_fd, request.memory_limit_bytes)
+        return pid
+
+    def _spawn_confined(self, request: zygote_pb2.SpawnKernel, kernel_fd: int) -> int:
+        assert self._confinement is not None
+        plan = self._confinement.plan(
+            f"k{request.request_id}", request.memory_limit_bytes, self._in_use()
+        )
+        try:
+            init = self._confinement.start(
+                plan,
+                kernel_fd,
+                lambda keep: self._close_inherited(keep),
+                lambda: self._become_kernel(kernel_fd, 0),
+            )
+        except BaseException:
+            if plan.groups is not None:
+                plan.groups.remove()
+            raise
+        self._confined[init.pid] = init
+        return init.pid
+
+    def _in_use(self) -> set[int]:
+        return {
+            kernel.plan.uid for kernel in self._confined.values() if kernel.plan.uid
+        }
+
     def _become_kernel(self, kernel_fd: int, memory_limit_bytes: int) -> NoReturn:
-        """Run in the forked child: shed the zygote, then serve one kernel."""
+        """Run in the forked child: shed the zygote, then serve one kernel.
+
+        A confined kernel arrives here already shed, in its own session and
+        with its limits set (``sandbox.py``); ``memory_limit_bytes`` is 0.
+        """
         status = 1
         try:
-            self._close_inherited(keep=kernel_fd)
-            os.setsid()
+            if self._confinement is None:
+                self._close_inherited(keep=(kernel_fd,))
+                os.setsid()
             if memory_limit_bytes > 0:
                 limit = (memory_limit_bytes, memory_limit_bytes)
                 resource.setrlimit(resource.RLIMIT_AS, limit)
@@ -275,7 +328,7 @@ class Zygote:
                     stream.flush()
             os._exit(status)
 
-    def _close_inherited(self, keep: int) -> None:
+    def _close_inherited(self, keep: Sequence[int]) -> None:
         # Close what Python objects own through those objects (so nothing
         # closes a reused descriptor number later), then anything else.
         signal.set_wakeup_fd(-1)
@@ -285,8 +338,11 @@ class Zygote:
         os.close(self._wakeup_write)
         while self._fds:
             os.close(self._fds.popleft())
-        os.closerange(3, keep)
-        os.closerange(keep + 1, _max_fd())
+        low = 3
+        for fd in sorted(fd for fd in keep if fd >= low):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, _max_fd())
 
     def _reap(self) -> None:
         while self._kernels:
@@ -296,13 +352,18 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            if pid not in self._kernels:
+                continue  # a launcher (sandbox.launch) that already reported
             self._kernels.discard(pid)
+            detail = ""
+            confined = self._confined.pop(pid, None)
+            if confined is not None:
+                status, detail = confined.finish(status)
             code = os.waitstatus_to_exitcode(status)
-            logger.debug(
-                "kernel %d %s", pid, describe_exit(max(code, 0), max(-code, 0))
-            )
+            how = describe_exit(max(code, 0), max(-code, 0))
+            logger.debug("kernel %d %s %s", pid, how, detail)
             exited = zygote_pb2.KernelExited(
-                pid=pid, exit_code=max(code, 0), signal=max(-code, 0)
+                pid=pid, exit_code=max(code, 0), signal=max(-code, 0), detail=detail
             )
             self._send(zygote_pb2.ZygoteEvent(kernel_exited=exited))
 
@@ -388,6 +449,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, required=True, help="control socket")
     parser.add_argument("--worker-module", default=WORKER_MODULE)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--sandbox",
+        type=SandboxConfig.from_json,
+        help="confine kernels (sandbox.SandboxConfig as JSON); without it they are not",
+    )
     args = parser.parse_args(argv)
     log_format = os.environ.get("LOG_FORMAT", "text")
     logs.configure(
@@ -406,9 +472,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     logger.info(
         "zygote %d warm in %.0f ms", os.getpid(), (time.perf_counter() - started) * 1e3
     )
+    confinement, sandbox_error = None, ""
+    if args.sandbox is not None:
+        confinement, sandbox_error = open_confinement(args.sandbox)
     control = socket.socket(fileno=args.fd)
     control.setblocking(True)
-    Zygote(control, args.worker_module).run(missing)
+    try:
+        Zygote(control, args.worker_module, confinement).run(missing, sandbox_error)
+    finally:
+        if confinement is not None:
+            confinement.close()
 
 
 if __name__ == "__main__":

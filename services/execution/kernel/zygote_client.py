@@ -11,16 +11,32 @@ import sys
 from typing import TYPE_CHECKING, Final
 
 from reflow.execution.v1 import zygote_pb2
+from services.execution.kernel.environment import kernel_environment
 from services.execution.kernel.protocol import ProtocolError, decode_body, encode_frame
 from services.execution.kernel.zygote import split_frames
-from services.shared.errors import Unavailable
+from services.shared.errors import FailedPrecondition, Unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from services.execution.kernel.sandbox import SandboxConfig
+
 logger = logging.getLogger(__name__)
 
 ZYGOTE_MODULE: Final = "services.execution.kernel.zygote"
+
+
+class SandboxUnavailable(FailedPrecondition):
+    """Kernels were to be confined, and this machine cannot confine them."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"kernels cannot be confined on this machine ({why}); run the "
+            "execution service as root, give it CAP_SYS_ADMIN and CAP_SETUID, "
+            "or allow unprivileged user namespaces — or set EXECUTION_SANDBOX=off "
+            "to run kernels unconfined, trusting every user with every other's data",
+            reason="SANDBOX_UNAVAILABLE",
+        )
 
 
 class ZygoteLost(Unavailable):
@@ -58,8 +74,15 @@ class ZygoteClient:
         timeout_s: float,
         on_event: Callable[[zygote_pb2.ZygoteEvent], None],
         on_lost: Callable[[ZygoteClient], None],
+        sandbox: SandboxConfig | None = None,
     ) -> ZygoteClient:
+        """Start a zygote and wait until it is warm.
+
+        Raises ``SandboxUnavailable`` when ``sandbox`` is given and the zygote
+        found that kernels cannot be confined on this machine.
+        """
         ours, theirs = socket.socketpair()
+        confine = ("--sandbox", sandbox.to_json()) if sandbox is not None else ()
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -71,7 +94,10 @@ class ZygoteClient:
                 worker_module,
                 "--log-level",
                 logging.getLevelName(logger.getEffectiveLevel()),
+                *confine,
                 pass_fds=(theirs.fileno(),),
+                # Kernels inherit the zygote's environment, and its memory.
+                env=kernel_environment(),
                 stdin=asyncio.subprocess.DEVNULL,
                 # Its own session: a terminal's Ctrl-C is for the service.
                 start_new_session=True,
@@ -93,13 +119,27 @@ class ZygoteClient:
                     f"the kernel zygote did not start within {timeout_s:g} s"
                 ) from None
             raise
+        if ready.sandbox_error:
+            await zygote.close(timeout_s=5.0)
+            raise SandboxUnavailable(ready.sandbox_error)
         if ready.missing_modules:
             logger.warning(
                 "kernel zygote %d could not pre-import %s",
                 ready.pid,
                 ", ".join(ready.missing_modules),
             )
-        logger.info("kernel zygote %d is ready", ready.pid)
+        if ready.sandbox:
+            logger.info(
+                "kernel zygote %d is ready; kernels confined by %s",
+                ready.pid,
+                ready.sandbox,
+            )
+        else:
+            logger.warning(
+                "kernel zygote %d is ready; kernels are NOT confined "
+                "(EXECUTION_SANDBOX=off)",
+                ready.pid,
+            )
         return zygote
 
     async def send_spawn(
