@@ -32,7 +32,7 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Generate Python code, type stubs and Envoy's descriptor set from protos/
