@@ -18,6 +18,7 @@ from services.shared.grpc_client import (
     bearer_metadata,
     rpc_errors_as_service_errors,
 )
+from services.shared.interceptor import current_request_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -39,7 +40,7 @@ class UserTokens:
         self.user = user
 
     def metadata(self, notebook_id: str) -> Metadata:
-        token = self._tokens.token_for(self.user)
+        token = self._tokens.token_for(self.user, current_request_id())
         return (*bearer_metadata(token), (ROUTING_HEADER, notebook_id))
 
 
@@ -55,7 +56,7 @@ class NotebookClient:
     async def get_notebook(
         self, who: UserTokens, notebook_id: str
     ) -> notebook_pb2.Notebook:
-        async with rpc_errors_as_service_errors():
+        async with rpc_errors_as_service_errors("notebook"):
             reply = await self._stub.GetNotebook(
                 notebook_pb2.GetNotebookRequest(notebook_id=notebook_id),
                 metadata=who.metadata(notebook_id),
@@ -66,7 +67,7 @@ class NotebookClient:
     async def create_cell(
         self, who: UserTokens, request: notebook_pb2.CreateCellRequest
     ) -> notebook_pb2.CreateCellResponse:
-        async with rpc_errors_as_service_errors():
+        async with rpc_errors_as_service_errors("notebook"):
             return await self._stub.CreateCell(
                 request,
                 metadata=who.metadata(request.notebook_id),
@@ -76,7 +77,7 @@ class NotebookClient:
     async def update_cell(
         self, who: UserTokens, request: notebook_pb2.UpdateCellRequest
     ) -> notebook_pb2.UpdateCellResponse:
-        async with rpc_errors_as_service_errors():
+        async with rpc_errors_as_service_errors("notebook"):
             return await self._stub.UpdateCell(
                 request,
                 metadata=who.metadata(request.notebook_id),
@@ -86,7 +87,7 @@ class NotebookClient:
     async def move_cell(
         self, who: UserTokens, request: notebook_pb2.MoveCellRequest
     ) -> notebook_pb2.MoveCellResponse:
-        async with rpc_errors_as_service_errors():
+        async with rpc_errors_as_service_errors("notebook"):
             return await self._stub.MoveCell(
                 request,
                 metadata=who.metadata(request.notebook_id),
@@ -96,7 +97,7 @@ class NotebookClient:
     async def delete_cell(
         self, who: UserTokens, request: notebook_pb2.DeleteCellRequest
     ) -> notebook_pb2.DeleteCellResponse:
-        async with rpc_errors_as_service_errors():
+        async with rpc_errors_as_service_errors("notebook"):
             return await self._stub.DeleteCell(
                 request,
                 metadata=who.metadata(request.notebook_id),
@@ -123,7 +124,7 @@ class ExecutionClient:
             metadata=who.metadata(notebook_id),
         )
         try:
-            async with rpc_errors_as_service_errors():
+            async with rpc_errors_as_service_errors("execution"):
                 async for reply in call:
                     yield reply.event
         finally:
@@ -131,7 +132,7 @@ class ExecutionClient:
 
     async def interrupt(self, who: UserTokens, notebook_id: str) -> bool:
         """Interrupt the running cell; False when nothing was running."""
-        async with rpc_errors_as_service_errors():
+        async with rpc_errors_as_service_errors("execution"):
             reply = await self._stub.InterruptKernel(
                 execution_pb2.InterruptKernelRequest(notebook_id=notebook_id),
                 metadata=who.metadata(notebook_id),

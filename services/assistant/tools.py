@@ -38,7 +38,7 @@ from services.assistant.schema import (
     parse_arguments,
 )
 from services.shared.errors import NotFound, ServiceError
-from services.shared.grpc_server import status_code_for
+from services.shared.status import status_code_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence

@@ -29,7 +29,7 @@ class NotebookClient:
 
     async def get_notebook(self, token: str, notebook_id: str) -> notebook_pb2.Notebook:
         """The notebook with its cells (NotFound for a foreign one)."""
-        async with rpc_errors_as_service_errors():
+        async with rpc_errors_as_service_errors("notebook"):
             reply = await self._public.GetNotebook(
                 notebook_pb2.GetNotebookRequest(notebook_id=notebook_id),
                 metadata=bearer_metadata(token),
@@ -39,7 +39,7 @@ class NotebookClient:
 
     async def get_database_url(self, token: str, notebook_id: str) -> str:
         """The notebook's database URL, password included."""
-        async with rpc_errors_as_service_errors():
+        async with rpc_errors_as_service_errors("notebook"):
             reply = await self._internal.GetDatabaseConnection(
                 notebook_pb2.GetDatabaseConnectionRequest(notebook_id=notebook_id),
                 metadata=bearer_metadata(token),
@@ -55,7 +55,7 @@ class NotebookClient:
         result: notebook_pb2.CellResult,
     ) -> None:
         """Persist a cell's result on the notebook service."""
-        async with rpc_errors_as_service_errors():
+        async with rpc_errors_as_service_errors("notebook"):
             await self._internal.RecordCellResult(
                 notebook_pb2.RecordCellResultRequest(
                     notebook_id=notebook_id, cell_id=cell_id, result=result
@@ -73,7 +73,7 @@ class NotebookClient:
             metadata=bearer_metadata(token),
         )
         try:
-            async with rpc_errors_as_service_errors():
+            async with rpc_errors_as_service_errors("notebook"):
                 async for response in call:
                     yield response
         finally:

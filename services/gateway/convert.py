@@ -25,7 +25,7 @@ from google.rpc.status_pb2 import Status
 
 from services.shared.errors import InvalidArgument, ServiceError
 from services.shared.grpc_client import STATUS_DETAILS_KEY
-from services.shared.grpc_server import rich_status_for
+from services.shared.status import rich_status_for
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -3,13 +3,16 @@
 The gateway verifies a user's external JWT and then mints a short-lived
 internal token (HS256, a secret every service shares, ``REFLOW_INTERNAL_SECRET``)
 naming the user. Every internal service checks it on every RPC except health
-and reflection with ``AuthInterceptor``; servicers read the caller with
-``current_user()``, and a service calling another forwards the token it got
-(``current_token()`` with ``grpc_client.bearer_metadata``).
+and reflection (``services.shared.interceptor.RpcGuard``); servicers read the
+caller with ``current_user()``, and a service calling another forwards the
+token it got (``current_token()`` with ``grpc_client.bearer_metadata``).
+A token also carries the id of the request that caused it (claim ``rid``),
+so every service's log lines and errors for one user action share one id.
 
-Rejections are raised as ``Unauthenticated`` inside the RPC, so the
-``ErrorInterceptor`` that ``create_server`` places outside this one turns them
-into UNAUTHENTICATED with an ErrorInfo detail, like every other domain error.
+A user name (``sub``) is a printable identifier of bounded length
+(``patterns.USER``); tokens naming anything else are refused. Rejections
+are ``Unauthenticated``, which the guard answers as UNAUTHENTICATED with an
+ErrorInfo detail, like every other domain error.
 
 Also a command for people calling a service directly::
 
@@ -20,27 +23,21 @@ from __future__ import annotations
 
 import argparse
 import contextvars
-import inspect
 import logging
 import os
 import sys
 import time
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
-import grpc
 import jwt
 
 from services.shared.config import ConfigError, EnvReader
 from services.shared.errors import Unauthenticated
+from services.shared.patterns import USER
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +57,11 @@ _CACHE_ENTRIES: Final = 4096
 
 
 class Caller(NamedTuple):
-    """The verified user of the current RPC and the token that proved it."""
+    """The verified user of the current RPC, the token that proved it, its request."""
 
     user: str
     token: str
+    request_id: str = ""
 
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("reflow_caller")
@@ -77,6 +75,16 @@ def current_user() -> str:
 def current_token() -> str:
     """The internal token of the current RPC, to forward to other services."""
     return _current_caller().token
+
+
+def enter_caller(caller: Caller) -> None:
+    """Make ``caller`` the current RPC's caller (the server guard does this)."""
+    _caller.set(caller)
+
+
+def is_user_name(user: object) -> bool:
+    """Whether ``user`` is acceptable as a ``sub``: printable, bounded, no spaces."""
+    return isinstance(user, str) and USER.fullmatch(user) is not None
 
 
 def _current_caller() -> Caller:
@@ -119,9 +127,9 @@ class InternalAuthSettings:
 
 
 class TokenVerifier(Protocol):
-    """Anything that turns a bearer token into a user name or raises Unauthenticated."""
+    """Anything that turns a bearer token into its caller or raises Unauthenticated."""
 
-    def verify(self, token: str) -> str: ...
+    def caller(self, token: str) -> Caller: ...
 
 
 class InternalTokens:
@@ -148,14 +156,17 @@ class InternalTokens:
         # every hop of every call; both caches keep a token only while it is
         # valid, so they change no outcome, only the cost.
         self._minted: dict[str, tuple[str, float]] = {}
-        self._verified: dict[str, tuple[str, float]] = {}
+        self._verified: dict[str, tuple[Caller, float]] = {}
 
-    def token_for(self, user: str) -> str:
-        """A token naming ``user`` with at least half its lifetime left.
+    def token_for(self, user: str, request_id: str = "") -> str:
+        """A token naming ``user`` (and ``request_id``, when given).
 
-        Reuses a recently minted one: services calling services on every
-        request need not sign a new token each time.
+        Without a request id, reuses a recently minted token with at least
+        half its lifetime left: work a service starts on its own (recording
+        results) need not sign a new token each time.
         """
+        if request_id:
+            return self.mint(user, request_id)
         now = time.time()
         cached = self._minted.get(user)
         if cached is not None and cached[1] - now > self._ttl_s / 2:
@@ -166,22 +177,28 @@ class InternalTokens:
         self._minted[user] = (token, now + self._ttl_s)
         return token
 
-    def mint(self, user: str) -> str:
+    def mint(self, user: str, request_id: str = "") -> str:
         """A token naming ``user``, valid for ``ttl_s`` seconds from now."""
-        if not user:
-            raise ValueError("cannot mint a token for an empty user name")
+        if not is_user_name(user):
+            raise ValueError(f"cannot mint a token for the user name {user!r}")
         now = int(time.time())
-        claims = {
+        claims: dict[str, str | int] = {
             "sub": user,
             "iat": now,
             "exp": now + int(self._ttl_s),
             "iss": self._issuer,
             "aud": self._audience,
         }
+        if request_id:
+            claims["rid"] = request_id
         return jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
 
     def verify(self, token: str) -> str:
         """The user ``token`` names; Unauthenticated if it does not verify."""
+        return self.caller(token).user
+
+    def caller(self, token: str) -> Caller:
+        """The caller ``token`` proves; Unauthenticated if it does not verify."""
         if not token:
             raise Unauthenticated("missing internal token", reason="TOKEN_MISSING")
         cached = self._verified.get(token)
@@ -206,14 +223,16 @@ class InternalTokens:
                 f"internal token is invalid: {_describe(error)}", reason="TOKEN_INVALID"
             ) from None
         user = claims["sub"]
-        if not isinstance(user, str) or not user:
+        if not is_user_name(user):
             raise Unauthenticated(
-                "internal token names no user", reason="TOKEN_INVALID"
+                "internal token names no valid user", reason="TOKEN_INVALID"
             )
+        request_id = claims.get("rid")
+        caller = Caller(user, token, request_id if isinstance(request_id, str) else "")
         if len(self._verified) >= _CACHE_ENTRIES:
             self._verified.clear()
-        self._verified[token] = (user, float(claims["exp"]))
-        return user
+        self._verified[token] = (caller, float(claims["exp"]))
+        return caller
 
 
 def _describe(error: jwt.InvalidTokenError) -> str:
@@ -238,7 +257,7 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     for key, value in metadata or ():
         if key.lower() != "authorization":
             continue
-        text = value.decode() if isinstance(value, bytes) else value
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
         scheme, _, token = text.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
@@ -253,125 +272,6 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
 def is_public_method(method: str) -> bool:
     """Whether ``method`` (``/package.Service/Method``) needs no token."""
     return method.startswith(PUBLIC_METHOD_PREFIXES)
-
-
-Behavior = Callable[..., Any]
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Requires a verified internal token on every RPC but health and reflection.
-
-    The token is checked when the RPC arrives; the verified caller is set in a
-    ContextVar *inside* the wrapped handler, because grpc.aio may run the
-    handler in another context than this interceptor.
-    """
-
-    def __init__(self, verifier: TokenVerifier) -> None:
-        self._verifier = verifier
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails],
-            Awaitable[grpc.RpcMethodHandler[Any, Any] | None],
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or is_public_method(handler_call_details.method):
-            return handler
-        try:
-            token = bearer_token(handler_call_details.invocation_metadata)
-            caller: Caller | Unauthenticated = Caller(
-                self._verifier.verify(token), token
-            )
-        except Unauthenticated as error:
-            logger.debug("rejected %s: %s", handler_call_details.method, error.message)
-            caller = error
-        return replace_behavior(handler, lambda behavior: _as_caller(behavior, caller))
-
-
-def _as_caller(behavior: Behavior, caller: Caller | Unauthenticated) -> Behavior:
-    """``behavior`` run with ``caller`` set, or raising the rejection instead.
-
-    The wrapper has the same kind as ``behavior`` (grpc.aio calls handlers
-    according to their kind); see ``grpc_server._mapped``.
-    """
-    if inspect.isasyncgenfunction(behavior):
-
-        async def async_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            # No reset: grpc.aio runs each RPC in a task of its own, whose
-            # context ends with it, and an async generator may be finalised
-            # from another context, where reset() would fail.
-            _caller.set(_checked(caller))
-            async for response in behavior(request, context):
-                yield response
-
-        return async_stream
-    if inspect.iscoroutinefunction(behavior):
-
-        async def async_unary(request: Any, context: Any) -> Any:
-            reset = _caller.set(_checked(caller))
-            try:
-                return await behavior(request, context)
-            finally:
-                _caller.reset(reset)
-
-        return async_unary
-    if inspect.isgeneratorfunction(behavior):
-
-        def sync_stream(request: Any, context: Any) -> Iterator[Any]:
-            # grpc.aio advances a sync generator with one pool job per item,
-            # each on whichever thread is free: set the caller around every step.
-            responses = behavior(request, context)
-            while True:
-                reset = _caller.set(_checked(caller))
-                try:
-                    response = next(responses)
-                except StopIteration:
-                    return
-                finally:
-                    _caller.reset(reset)
-                yield response
-
-        return sync_stream
-
-    def sync_unary(request: Any, context: Any) -> Any:
-        # Pool threads are reused across RPCs: always reset.
-        reset = _caller.set(_checked(caller))
-        try:
-            return behavior(request, context)
-        finally:
-            _caller.reset(reset)
-
-    return sync_unary
-
-
-def _checked(caller: Caller | Unauthenticated) -> Caller:
-    if isinstance(caller, Unauthenticated):
-        raise caller
-    return caller
-
-
-def replace_behavior(
-    handler: grpc.RpcMethodHandler[Any, Any], wrap: Callable[[Behavior], Behavior]
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """A copy of ``handler`` whose behaviour, whatever its shape, is wrapped."""
-    kinds: tuple[tuple[Behavior | None, Callable[..., Any]], ...] = (
-        (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
-        (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
-        (handler.stream_unary, grpc.stream_unary_rpc_method_handler),
-        (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
-    )
-    for behavior, make in kinds:
-        if behavior is not None:
-            new_handler: grpc.RpcMethodHandler[Any, Any] = make(
-                wrap(behavior),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            return new_handler
-    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:

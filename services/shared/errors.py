@@ -29,7 +29,9 @@ Every error has a human ``message`` (it becomes the status message, so it says
 what and which: ``notebook 'nb1' does not exist``), an optional machine
 ``reason`` (the ``ErrorInfo.reason``; by default the class name in
 UPPER_SNAKE_CASE, e.g. ``NOTEBOOK_NOT_FOUND``) and string ``metadata`` (the
-``ErrorInfo.metadata``). Services subclass a category rather than the base:
+``ErrorInfo.metadata``). An error that is worth retrying says after how long
+(``retry_after_s``, the ``RetryInfo`` detail; ``Unavailable`` defaults to a
+second). Services subclass a category rather than the base:
 ``class NotebookNotFound(NotFound)``. Messages and metadata reach the client, so
 they never hold secrets, tokens or code.
 """
@@ -48,17 +50,23 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 class ServiceError(Exception):
     """Base of all domain errors; raise one of the categories below instead."""
 
+    default_retry_after_s: float | None = None
+
     def __init__(
         self,
         message: str,
         *,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
         self.metadata: dict[str, str] = dict(metadata or {})
+        self.retry_after_s = (
+            self.default_retry_after_s if retry_after_s is None else retry_after_s
+        )
 
     @property
     def info_reason(self) -> str:
@@ -129,6 +137,8 @@ class Aborted(ServiceError):
 
 class Unavailable(ServiceError):
     """A transient failure; the same request may succeed later."""
+
+    default_retry_after_s = 1.0
 
 
 class Unauthenticated(ServiceError):

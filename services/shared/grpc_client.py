@@ -4,7 +4,7 @@ Open one channel per downstream service at startup with ``open_channel`` and
 pass it to a small client class (``clients.py`` in each service). Such a
 client puts a deadline on every call (``DEFAULT_TIMEOUT_S`` unless it knows
 better), forwards the caller's internal token (``bearer_metadata``), and wraps
-its calls in ``rpc_errors_as_service_errors()`` so callers see ``NotFound``
+its calls in ``rpc_errors_as_service_errors(name)`` so callers see ``NotFound``
 and friends, with the reason, metadata and field violations the server sent,
 instead of ``AioRpcError``.
 
@@ -21,29 +21,19 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
 import grpc
-from google.rpc.error_details_pb2 import BadRequest, ErrorInfo
 from google.rpc.status_pb2 import Status
 
-from services.shared.errors import (
-    Aborted,
-    AlreadyExists,
-    DataLoss,
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    ServiceError,
-    Unauthenticated,
-    Unavailable,
-)
+from services.shared.errors import Unavailable
 from services.shared.grpc_server import MAX_MESSAGE_BYTES
+from services.shared.interceptor import current_request_id
+from services.shared.status import service_error_from_status
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from google.protobuf import any_pb2
+
+    from services.shared.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -77,23 +67,6 @@ CHANNEL_OPTIONS: Final = (
     ("grpc.http2.max_pings_without_data", 0),
 )
 
-ERROR_CLASSES: Final[dict[grpc.StatusCode, type[ServiceError]]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.ABORTED: Aborted,
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-    grpc.StatusCode.DATA_LOSS: DataLoss,
-}
-"""Codes that mean something a caller can act on. Any other code (INTERNAL,
-UNIMPLEMENTED, UNKNOWN ...) is a bug somewhere and stays an AioRpcError, so
-the calling service's ErrorInterceptor logs it and answers INTERNAL."""
-
 
 def open_channel(address: str, *, retry: bool = True) -> grpc.aio.Channel:
     """An insecure channel to ``address`` (``host:port``) with keepalive and retries."""
@@ -114,46 +87,52 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
 
 
 @asynccontextmanager
-async def rpc_errors_as_service_errors() -> AsyncIterator[None]:
+async def rpc_errors_as_service_errors(service: str) -> AsyncIterator[None]:
     """Re-raise an ``AioRpcError`` from the block as the matching ``ServiceError``.
 
-    ``async with rpc_errors_as_service_errors(): await stub.GetNotebook(...)``.
+    ``async with rpc_errors_as_service_errors("notebook"): await stub.Get…``.
     The original error is chained as ``__cause__``; codes with no domain
     category are re-raised unchanged.
     """
     try:
         yield
     except grpc.aio.AioRpcError as error:
-        domain_error = service_error_from(error)
+        domain_error = service_error_from(error, service)
         if domain_error is None:
             raise
         raise domain_error from error
 
 
-def service_error_from(error: grpc.aio.AioRpcError) -> ServiceError | None:
-    """The domain error ``error`` stands for, or None for codes without one."""
-    cls = ERROR_CLASSES.get(error.code())
-    if cls is None:
-        return None
-    message = error.details() or error.code().name
-    info = ErrorInfo()
-    bad_request = BadRequest()
-    for detail in _status_details(error):
-        # Unpack fills a message only when the detail has its type.
-        if not detail.Unpack(info):
-            detail.Unpack(bad_request)
-    reason = info.reason or None
-    metadata = dict(info.metadata)
-    if cls is InvalidArgument:
-        violations = [(v.field, v.description) for v in bad_request.field_violations]
-        return InvalidArgument(
-            message, field_violations=violations, reason=reason, metadata=metadata
+def service_error_from(
+    error: grpc.aio.AioRpcError, service: str = "downstream"
+) -> ServiceError | None:
+    """The domain error ``error`` stands for, or None for codes without one.
+
+    A failure the ``service`` did not answer itself (it is down, or the
+    connection broke: no rich status came back) says so in words, because
+    grpc's own message names internal addresses ("ipv4:127.0.0.1:50052:
+    Connection refused"), which must not travel on towards a user. That
+    message goes to the log instead, with the request it failed.
+    """
+    details = _status_details(error)
+    if details is None and error.code() == grpc.StatusCode.UNAVAILABLE:
+        logger.warning(
+            "the %s service is unavailable (request %s): %s",
+            service,
+            current_request_id(),
+            error.details(),
         )
-    return cls(message, reason=reason, metadata=metadata)
+        return Unavailable(
+            f"the {service} service is unavailable, try again",
+            reason="SERVICE_UNAVAILABLE",
+            metadata={"service": service},
+        )
+    message = error.details() or error.code().name
+    return service_error_from_status(error.code(), message, details or ())
 
 
-def _status_details(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
-    """The details of the google.rpc.Status in ``error``'s trailers, if any."""
+def _status_details(error: grpc.aio.AioRpcError) -> list[any_pb2.Any] | None:
+    """The details of the google.rpc.Status in ``error``'s trailers; None if none."""
     for key, value in error.trailing_metadata() or ():
         if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
             status = Status.FromString(value)
@@ -161,4 +140,5 @@ def _status_details(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
                 return list(status.details)
             # A proxy rewrote the status: trust the code the caller sees.
             logger.warning("ignoring status details that contradict %s", error.code())
-    return []
+            return []
+    return None

@@ -1,16 +1,16 @@
 """Server wiring every service shares: error mapping, health, reflection, serving.
 
 ``create_server`` builds a ``grpc.aio`` server the same way for every service:
-the ``ErrorInterceptor`` outermost (so it also maps what the handlers that
-inner interceptors wrap raise, auth rejections included), then the
-``AuthInterceptor`` when a token verifier is given, then any extra
-interceptors; the service's servicers; the standard ``grpc.health.v1``
+the ``RpcGuard`` outermost (request ids, errors as statuses, requests decoded
+inside that mapping, and the internal token when a verifier is given), then
+any extra interceptors; the service's servicers; the standard ``grpc.health.v1``
 health service (SERVING for "" and each named service); server reflection, so
 ``grpcurl list``/``describe`` work. It binds and returns ``(server, port)``
 without starting, so tests can bind port 0. ``serve`` starts a server and
 stops it gracefully on SIGTERM or SIGINT.
 
-The error mapping is the one place domain errors become statuses: a
+The guard (``services.shared.interceptor``) is the one place domain errors
+become statuses, through the one table in ``services.shared.status``: a
 ``ServiceError`` becomes its category's code with a ``google.rpc.Status``
 carrying an ``ErrorInfo`` (and a ``BadRequest`` for ``InvalidArgument``);
 anything else is a bug, answered with INTERNAL "internal error" while the
@@ -22,67 +22,34 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
-import inspect
 import logging
 import signal
 import weakref
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
     Callable,
-    Iterator,
     Mapping,
     Sequence,
 )
 from pathlib import Path
-from typing import Any, Final, NoReturn, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import grpc
-from google.protobuf import any_pb2
 from google.protobuf.descriptor_pb2 import FileDescriptorProto, FileDescriptorSet
-from google.rpc.error_details_pb2 import BadRequest, ErrorInfo
-from google.rpc.status_pb2 import Status
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
-from grpc_status import rpc_status
 
-from services.shared.auth import AuthInterceptor, TokenVerifier, replace_behavior
-from services.shared.errors import (
-    Aborted,
-    AlreadyExists,
-    DataLoss,
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    ServiceError,
-    Unauthenticated,
-    Unavailable,
-)
+from services.shared.interceptor import RpcGuard
+
+if TYPE_CHECKING:
+    from services.shared.auth import TokenVerifier
 
 logger = logging.getLogger(__name__)
 
-ERROR_DOMAIN: Final = "reflow"
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 DESCRIPTOR_SET_NAME: Final = "reflow.binpb"
-
-STATUS_CODES: Final[dict[type[ServiceError], grpc.StatusCode]] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    Aborted: grpc.StatusCode.ABORTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    DataLoss: grpc.StatusCode.DATA_LOSS,
-}
 
 SERVER_OPTIONS: Final = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -106,122 +73,6 @@ Behavior = Callable[..., Any]
 AioContext = grpc.aio.ServicerContext[Any, Any]
 
 
-def status_code_for(error: ServiceError) -> grpc.StatusCode:
-    """The status code of ``error``'s category (UNKNOWN for a bare ServiceError)."""
-    for cls in type(error).__mro__:
-        code = STATUS_CODES.get(cls)
-        if code is not None:
-            return code
-    return grpc.StatusCode.UNKNOWN
-
-
-def rich_status_for(error: ServiceError) -> Status:
-    """``error`` as a google.rpc.Status: code, message, ErrorInfo (+ BadRequest)."""
-    info = ErrorInfo(
-        reason=error.info_reason, domain=ERROR_DOMAIN, metadata=error.metadata
-    )
-    details = [_packed(info)]
-    if isinstance(error, InvalidArgument) and error.field_violations:
-        bad_request = BadRequest(
-            field_violations=[
-                BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.field_violations
-            ]
-        )
-        details.append(_packed(bad_request))
-    code = status_code_for(error)
-    return Status(code=code.value[0], message=error.message, details=details)
-
-
-def _packed(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns exceptions raised by handlers into statuses, for every RPC shape."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails],
-            Awaitable[grpc.RpcMethodHandler[Any, Any] | None],
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        return replace_behavior(handler, lambda behavior: _mapped(behavior, method))
-
-
-def _mapped(behavior: Behavior, method: str) -> Behavior:
-    """``behavior`` answering its exceptions with a status, keeping its shape.
-
-    grpc.aio picks how to call a handler from its kind (coroutine, async
-    generator, plain function, generator), so each kind gets a wrapper of
-    the same kind. Sync handlers run on a thread pool, with a context whose
-    ``abort`` blocks instead of being awaited.
-    """
-    if inspect.isasyncgenfunction(behavior):
-
-        async def async_stream(request: Any, context: AioContext) -> AsyncIterator[Any]:
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            except Exception as error:
-                await context.abort_with_status(_status_or_raise(error, method))
-
-        return async_stream
-    if inspect.iscoroutinefunction(behavior):
-
-        async def async_unary(request: Any, context: AioContext) -> Any:
-            try:
-                return await behavior(request, context)
-            except Exception as error:
-                await context.abort_with_status(_status_or_raise(error, method))
-
-        return async_unary
-    if inspect.isgeneratorfunction(behavior):
-
-        def sync_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            try:
-                yield from behavior(request, context)
-            except Exception as error:
-                _abort_sync(context, _status_or_raise(error, method))
-
-        return sync_stream
-
-    def sync_unary(request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return behavior(request, context)
-        except Exception as error:
-            _abort_sync(context, _status_or_raise(error, method))
-
-    return sync_unary
-
-
-def _abort_sync(context: grpc.ServicerContext, status: grpc.Status) -> NoReturn:
-    # grpc.aio's context for sync handlers has abort() but no abort_with_status().
-    context.abort(status.code, status.details, status.trailing_metadata)  # type: ignore[call-arg]
-
-
-def _status_or_raise(error: Exception, method: str) -> grpc.Status:
-    """The status that answers ``error``; re-raises a deliberate abort."""
-    if isinstance(error, grpc.aio.AbortError):
-        # The handler already aborted with a status of its own choosing.
-        raise error
-    if isinstance(error, ServiceError):
-        logger.debug("%s failed: %s: %s", method, type(error).__name__, error)
-        return rpc_status.to_status(rich_status_for(error))
-    logger.error("unhandled error in %s", method, exc_info=error)
-    return rpc_status.to_status(
-        Status(code=grpc.StatusCode.INTERNAL.value[0], message="internal error")
-    )
-
-
 def create_server(
     add_servicers: Sequence[Callable[[grpc.aio.Server], None]],
     address: str,
@@ -237,9 +88,7 @@ def create_server(
     (``reflow.notebook.v1.NotebookService``), for health and reflection.
     Returns the unstarted server and the bound port (the real one for port 0).
     """
-    chain: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
-    if token_verifier is not None:
-        chain.append(AuthInterceptor(token_verifier))
+    chain: list[grpc.aio.ServerInterceptor] = [RpcGuard(token_verifier)]
     chain.extend(interceptors)
     server = grpc.aio.server(interceptors=chain, options=SERVER_OPTIONS)
     for add in add_servicers:

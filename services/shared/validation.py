@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass, field
 
 from services.shared.errors import InvalidArgument
+from services.shared.patterns import CONTROL, ID, ID_MAX_CHARS
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+]*://")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+ID_RULE = f"must be 1-{ID_MAX_CHARS} letters, digits, '-' or '_'"
 
 MAX_NAME_CHARS = 200
 MAX_URL_CHARS = 4096
@@ -43,8 +44,8 @@ class Violations:
         """A notebook or cell id: 1-64 letters, digits, '-' or '_'."""
         if not value:
             self.add(field_name, "is required")
-        elif not _ID.match(value):
-            self.add(field_name, "must be 1-64 letters, digits, '-' or '_'")
+        elif not ID.fullmatch(value):
+            self.add(field_name, ID_RULE)
 
     def name(self, field_name: str, value: str, required: bool) -> None:
         """A display name: printable, at most MAX_NAME_CHARS characters."""
@@ -52,7 +53,7 @@ class Violations:
             self.add(field_name, "is required")
         elif len(value) > MAX_NAME_CHARS:
             self.add(field_name, f"must be at most {MAX_NAME_CHARS} characters")
-        elif _CONTROL.search(value):
+        elif CONTROL.search(value):
             self.add(field_name, "must not contain control characters")
 
     def code(self, field_name: str, value: str, max_bytes: int) -> None:
@@ -73,6 +74,10 @@ class Violations:
             self.add(field_name, "is required")
         elif len(value) > MAX_URL_CHARS or not _URL.match(value):
             self.add(field_name, "must be a URL like dialect://user:pw@host/db")
+        elif CONTROL.search(value):
+            # A NUL or newline in a URL reaches the database driver's
+            # connect string, where it can cut or smuggle parameters.
+            self.add(field_name, "must not contain control characters")
 
     def not_negative(self, field_name: str, value: int) -> None:
         if value < 0:

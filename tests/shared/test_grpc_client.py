@@ -18,11 +18,11 @@ from services.shared.errors import (
     Unavailable,
 )
 from services.shared.grpc_client import (
-    ERROR_CLASSES,
     bearer_metadata,
     open_channel,
     rpc_errors_as_service_errors,
 )
+from services.shared.status import ERROR_CLASSES
 from tests.shared.echo import (
     Context,
     Echo,
@@ -75,7 +75,7 @@ class Flaky:
 
 
 async def call_mapped(stub: EchoStub) -> None:
-    async with rpc_errors_as_service_errors():
+    async with rpc_errors_as_service_errors("echo"):
         await stub.unary_unary(text("x"))
 
 
@@ -150,7 +150,7 @@ async def test_stream_failure_is_mapped_after_the_messages() -> None:
     received: list[str] = []
     async with echo_stub(Echo(unary_stream=one_then_not_found)) as stub:
         with pytest.raises(NotFound):
-            async with rpc_errors_as_service_errors():
+            async with rpc_errors_as_service_errors("echo"):
                 await collect(stub.unary_stream(text("x")), into=received)
 
     assert received == ["first"]
@@ -165,7 +165,7 @@ async def test_client_deadline_becomes_deadline_exceeded() -> None:
 
     async with echo_stub(Echo(unary_unary=wait_forever)) as stub:
         with pytest.raises(DeadlineExceeded):
-            async with rpc_errors_as_service_errors():
+            async with rpc_errors_as_service_errors("echo"):
                 await stub.unary_unary(text("x"), timeout=0.05)
 
 
@@ -244,3 +244,16 @@ async def test_forwarded_token_names_the_same_user_downstream(
             )
 
     assert reply.value == "ada"
+
+
+async def test_a_service_that_is_down_is_unavailable_without_its_address() -> None:
+    async with running_server([Echo().add_to]) as (server, port):
+        pass  # stopped on leaving: nothing listens on the port any more
+    async with open_channel(f"127.0.0.1:{port}", retry=False) as channel:
+        stub = EchoStub(channel)
+        with pytest.raises(Unavailable) as error:
+            async with rpc_errors_as_service_errors("echo"):
+                await stub.unary_unary(text("x"))
+
+    assert error.value.message == "the echo service is unavailable, try again"
+    assert "127.0.0.1" not in str(error.value)

@@ -91,10 +91,6 @@ async def echo_first_then_fail(
         raise NotFound("cell 'c9' does not exist")
 
 
-def sync_fail_not_found(request: Any, context: Any) -> Any:
-    raise NotFound("notebook 'nb1' does not exist")
-
-
 def error_details(error: grpc.aio.AioRpcError) -> tuple[ErrorInfo, BadRequest]:
     """The ErrorInfo and BadRequest details of ``error``'s rich status."""
     status = rich_status(error)
@@ -211,14 +207,6 @@ async def test_bidi_stream_delivers_messages_before_a_domain_error() -> None:
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_sync_handler_domain_error_is_mapped() -> None:
-    async with echo_stub(Echo(unary_unary=sync_fail_not_found)) as stub:
-        with pytest.raises(grpc.aio.AioRpcError) as error:
-            await stub.unary_unary(text("x"))
-
-    assert error.value.code() == grpc.StatusCode.NOT_FOUND
-
-
 async def test_deliberate_abort_keeps_its_status() -> None:
     async with echo_stub(Echo(unary_unary=abort_deliberately)) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -232,15 +220,17 @@ async def test_deliberate_abort_keeps_its_status() -> None:
 
 # -- unexpected exceptions --------------------------------------------------
 
+REQUEST_ID = (("x-request-id", "req-1"),)
+
 
 async def test_unexpected_exception_is_internal_error_without_its_text() -> None:
     async with echo_stub(Echo(unary_unary=fail_unexpectedly)) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            await stub.unary_unary(text("x"))
+            await stub.unary_unary(text("x"), metadata=REQUEST_ID)
 
     assert (error.value.code(), error.value.details()) == (
         grpc.StatusCode.INTERNAL,
-        "internal error",
+        "internal error (request id req-1)",
     )
     assert "secret-internal-detail" not in str(error.value)
 
@@ -250,10 +240,12 @@ async def test_unexpected_exception_traceback_is_logged(
 ) -> None:
     async with echo_stub(Echo(unary_unary=fail_unexpectedly)) as stub:
         with pytest.raises(grpc.aio.AioRpcError):
-            await stub.unary_unary(text("x"))
+            await stub.unary_unary(text("x"), metadata=REQUEST_ID)
 
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert record.getMessage() == f"unhandled error in /{SERVICE}/UnaryUnary"
+    assert record.getMessage() == (
+        f"unhandled error in /{SERVICE}/UnaryUnary (request req-1)"
+    )
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], KeyError)
 
@@ -262,12 +254,14 @@ async def test_unexpected_exception_mid_stream_is_internal_after_the_messages() 
     received: list[str] = []
     async with echo_stub(Echo(unary_stream=one_word_then_crash)) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            await collect(stub.unary_stream(text("x")), into=received)
+            await collect(
+                stub.unary_stream(text("x"), metadata=REQUEST_ID), into=received
+            )
 
     assert received == ["first"]
     assert (error.value.code(), error.value.details()) == (
         grpc.StatusCode.INTERNAL,
-        "internal error",
+        "internal error (request id req-1)",
     )
 
 
@@ -276,9 +270,11 @@ async def test_unexpected_exception_mid_stream_names_the_method_in_the_log(
 ) -> None:
     async with echo_stub(Echo(unary_stream=one_word_then_crash)) as stub:
         with pytest.raises(grpc.aio.AioRpcError):
-            await collect(stub.unary_stream(text("x")), into=[])
+            await collect(stub.unary_stream(text("x"), metadata=REQUEST_ID), into=[])
 
-    assert f"unhandled error in /{SERVICE}/UnaryStream" in caplog.messages
+    assert f"unhandled error in /{SERVICE}/UnaryStream (request req-1)" in (
+        caplog.messages
+    )
 
 
 # -- create_server: health, reflection, binding ----------------------------

@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 from typing import TYPE_CHECKING
 
 from services.assistant.errors import ConversationNotFound
@@ -35,6 +34,7 @@ from services.assistant.store.documents import (
     conversation_to_document,
 )
 from services.shared.files import write_atomically
+from services.shared.patterns import ID
 
 if TYPE_CHECKING:
     import builtins
@@ -43,10 +43,6 @@ if TYPE_CHECKING:
     from services.assistant.models import Conversation, ConversationSummary
 
 logger = logging.getLogger(__name__)
-
-# Ids become file names; the service validates them first, this is the
-# store's own guard against "..", "/" and friends.
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class LocalConversationStore:
@@ -63,7 +59,9 @@ class LocalConversationStore:
         await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def get(self, owner: str, conversation_id: str) -> Conversation:
-        if not _ID_PATTERN.fullmatch(conversation_id):
+        # Ids become file names; the service validates them first, this is
+        # the store's own guard against "..", "/" and NUL.
+        if not ID.fullmatch(conversation_id):
             raise ConversationNotFound(conversation_id)
         path = self._path(owner, conversation_id)
         found = await asyncio.to_thread(_read, path)
@@ -72,7 +70,7 @@ class LocalConversationStore:
         return found
 
     async def save(self, conversation: Conversation) -> None:
-        if not _ID_PATTERN.fullmatch(conversation.id):
+        if not ID.fullmatch(conversation.id):
             raise ValueError(f"conversation id {conversation.id!r} cannot name a file")
         task = asyncio.create_task(self._save(conversation))
         self._in_flight.add(task)

@@ -34,11 +34,11 @@ SQL does not pay their import time.
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, quote_plus, unquote
 
+from services.shared.patterns import QUERY_PASSWORD, URL_PASSWORD
 from services.shared.redaction import mask_url_password
 
 if TYPE_CHECKING:
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
     from services.shared.dataflow.sql import SqlTemplate
 
 FRAME_PREFIX: Final = "_reflow_frame_"
-_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:(?P<secret>[^@]*)@")
-_QUERY_PASSWORD = re.compile(r"[?&](?:password|passwd|pwd)=(?P<secret>[^&]*)", re.I)
 
 
 class SqlError(Exception):
@@ -226,7 +224,7 @@ def _message(error: BaseException) -> str:
 def mask_secrets(message: str, database_url: str) -> str:
     """The message with the URL's password masked wherever it appears."""
     message = mask_url_password(message)
-    for pattern in (_URL_PASSWORD, _QUERY_PASSWORD):
+    for pattern in (URL_PASSWORD, QUERY_PASSWORD):
         match = pattern.search(database_url)
         if match is None or not match.group("secret"):
             continue

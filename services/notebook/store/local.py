@@ -28,7 +28,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 import weakref
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -52,6 +51,7 @@ from services.notebook.store.documents import (
     time_to_text,
 )
 from services.shared.files import fsync_directory, remove_durably, write_atomically
+from services.shared.patterns import ID
 
 if TYPE_CHECKING:
     import builtins
@@ -66,11 +66,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-# Ids become file names: anything else (a "/", "..", a NUL) could name a file
-# outside the data directory. The service validates ids before they get here;
-# this is the store's own guard.
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class LocalFileStore:
@@ -100,7 +95,9 @@ class LocalFileStore:
 
     async def create(self, notebook: Notebook) -> None:
         """Store a new notebook; raise NotebookAlreadyExists if the id is taken."""
-        if not _ID_PATTERN.fullmatch(notebook.id):
+        # Ids become file names; the service validates them first, this is
+        # the store's own guard against "..", "/" and NUL.
+        if not ID.fullmatch(notebook.id):
             raise ValueError(f"notebook id {notebook.id!r} cannot name a file")
         await self._complete(self._create(notebook))
 
@@ -306,7 +303,7 @@ class LocalFileStore:
     # --- paths, locks, directories
 
     def _notebook_path(self, notebook_id: NotebookId) -> Path:
-        if not _ID_PATTERN.fullmatch(notebook_id):
+        if not ID.fullmatch(notebook_id):
             raise NotebookNotFound(notebook_id)
         return self._notebooks_dir / f"{notebook_id}.json"
 
