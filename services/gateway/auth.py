@@ -1,10 +1,13 @@
 """Verifying users' tokens: RS256 JWTs checked against the issuer's signing keys.
 
 A user token is accepted when its header names RS256 and a key the issuer
-publishes (``SigningKeys``), its signature verifies, it has not expired
-(``exp`` is required; ``nbf`` is honoured), and, when configured, its ``iss``
-and ``aud`` match. Clock skew of ``leeway_s`` (30 s by default) is allowed on
-the time claims. The user is the ``sub`` claim.
+publishes (``SigningKeys``), its signature verifies, it was issued in the
+past (``iat`` is required), has not expired (``exp`` is required; ``nbf`` is
+honoured), lives no longer than ``max_lifetime_s`` (24 h by default: a token
+valid until 9999 is a stolen-forever credential), and, when configured, its
+``iss`` and ``aud`` match. Clock skew of ``leeway_s`` (30 s by default) is
+allowed on the time claims. The user is the ``sub`` claim, which must be
+printable ASCII without spaces, at most 255 characters (``patterns.USER``).
 
 ``open_identity`` wires the mode chosen in ``IdentitySettings``: an external
 issuer's JWKS over HTTP, or the development issuer's key set handed over
@@ -34,8 +37,9 @@ from services.gateway.jwks import (
     SigningKeys,
     StaticKeySource,
 )
-from services.shared.auth import bearer_token
+from services.shared.auth import bearer_token, is_user_name
 from services.shared.errors import Unauthenticated
+from services.shared.patterns import USER_MAX_CHARS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -46,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 _CACHE_ENTRIES: Final = 4096
 _CACHE_TTL_S: Final = 60.0
+
+DEFAULT_MAX_LIFETIME_S: Final = 24 * 3600.0
+"""The longest a user token may live ('exp' - 'iat'), unless configured."""
 
 DEV_JWKS_PATH: Final = "/.well-known/jwks.json"
 """Where the gateway's HTTP server publishes the development issuer's keys."""
@@ -60,11 +67,13 @@ class UserAuthenticator:
         issuer: str | None = None,
         audience: str | None = None,
         leeway_s: float = 30.0,
+        max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway_s = leeway_s
+        self._max_lifetime_s = max_lifetime_s
         # A browser sends the same token with every call; an RSA signature
         # check per call would be most of the gateway's own work. A verified
         # token is trusted again until it expires, or for a minute at most
@@ -98,8 +107,20 @@ class UserAuthenticator:
         user = claims.get("sub")
         if not isinstance(user, str) or not user:
             raise TokenRejected("token names no user ('sub')")
-        expires = claims.get("exp")
-        return user, float(expires) if isinstance(expires, int | float) else 0.0
+        if not is_user_name(user):
+            raise TokenRejected(
+                "token's user ('sub') must be printable ASCII without spaces, "
+                f"at most {USER_MAX_CHARS} characters"
+            )
+        expires = _number(claims.get("exp"))
+        issued = _number(claims.get("iat"))
+        if expires - issued > self._max_lifetime_s:
+            raise TokenRejected(
+                f"token lives longer than the {self._max_lifetime_s:g} s allowed "
+                "('exp' - 'iat')",
+                reason="TOKEN_LIFETIME_TOO_LONG",
+            )
+        return user, expires
 
     async def authenticate_metadata(
         self, metadata: Iterable[tuple[str, str | bytes]] | None
@@ -121,7 +142,9 @@ class UserAuthenticator:
                 audience=self._audience,
                 leeway=self._leeway_s,
                 options={
-                    "require": ["exp", "sub"],
+                    # pyjwt refuses an `iat` in the future (beyond the leeway)
+                    # and a `nbf` not reached yet.
+                    "require": ["exp", "iat", "sub"],
                     # Without a configured audience, a token's own `aud` is
                     # not ours to judge (PyJWT would reject any).
                     "verify_aud": self._audience is not None,
@@ -132,6 +155,11 @@ class UserAuthenticator:
         except jwt.InvalidTokenError as error:
             raise TokenRejected(f"token is invalid: {_describe(error)}") from None
         return claims
+
+
+def _number(value: object) -> float:
+    """A numeric claim pyjwt has checked is there (0 if it is not a number)."""
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def _describe(error: jwt.InvalidTokenError) -> str:
@@ -199,4 +227,5 @@ def _authenticator(source: KeySource, settings: IdentitySettings) -> UserAuthent
         issuer=settings.issuer,
         audience=settings.audience,
         leeway_s=settings.leeway_s,
+        max_lifetime_s=settings.max_lifetime_s,
     )

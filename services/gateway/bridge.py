@@ -80,6 +80,7 @@ CLOSE_CODES: Final = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 1013,
 }
 INTERNAL_ERROR: Final = 1011
+TOO_DEEP: Final = "a message must be JSON nested less than 1,000 levels deep"
 TRY_AGAIN_LATER: Final = 1013
 SERVICE_RESTART: Final = 1012
 
@@ -175,7 +176,7 @@ class NotebookBridge:
                 self._send(convert.notebook_event(response))
                 self._snapshot_sent.set()
         except grpc.aio.AioRpcError as error:
-            self._fail(error)
+            self._fail(error, "notebook")
             return
         finally:
             call.cancel()
@@ -188,14 +189,14 @@ class NotebookBridge:
             async for response in call:
                 self._send(convert.execution_event(response.event))
         except grpc.aio.AioRpcError as error:
-            self._fail(error)
+            self._fail(error, "execution")
             return
         finally:
             call.cancel()
         self._finish(SERVICE_RESTART, "the execution service ended the stream")
 
-    def _fail(self, error: grpc.aio.AioRpcError) -> None:
-        status = convert.status_of_rpc_error(error)
+    def _fail(self, error: grpc.aio.AioRpcError, service: str) -> None:
+        status = convert.status_of_rpc_error(error, service)
         self._send(convert.stream_error(status))
         code = CLOSE_CODES.get(error.code(), INTERNAL_ERROR)
         self._finish(code, f"{error.code().name}: {status.message}")
@@ -218,6 +219,9 @@ class NotebookBridge:
             message = json.loads(text)
         except ValueError:
             self._reply_error(None, InvalidArgument("a message must be JSON"))
+            return
+        except RecursionError:
+            self._reply_error(None, InvalidArgument(TOO_DEEP))
             return
         if not isinstance(message, dict):
             self._reply_error(None, InvalidArgument("a message must be a JSON object"))
@@ -282,9 +286,9 @@ class NotebookBridge:
         try:
             response = await call
         except grpc.aio.AioRpcError as error:
-            self._send(
-                convert.error_reply(request_id, convert.status_of_rpc_error(error))
-            )
+            service = self._calls.service_name(command.method)
+            status = convert.status_of_rpc_error(error, service)
+            self._send(convert.error_reply(request_id, status))
             return
         self._send(convert.reply(request_id, convert.message_json(response)))
 
@@ -300,9 +304,8 @@ class NotebookBridge:
                 if event.HasField("run_finished"):
                     status = event.run_finished.status
         except grpc.aio.AioRpcError as error:
-            self._send(
-                convert.error_reply(request_id, convert.status_of_rpc_error(error))
-            )
+            failure = convert.status_of_rpc_error(error, "execution")
+            self._send(convert.error_reply(request_id, failure))
             return
         finally:
             call.cancel()
@@ -331,7 +334,7 @@ class NotebookBridge:
                 elif response.HasField("error"):
                     failure = convert.status_of_chat_error(response.error)
         except grpc.aio.AioRpcError as error:
-            failure = convert.status_of_rpc_error(error)
+            failure = convert.status_of_rpc_error(error, "assistant")
         finally:
             call.cancel()
         if failure is not None:

@@ -21,6 +21,7 @@ from reflow.assistant.v1 import assistant_pb2
 from reflow.execution.v1 import execution_pb2
 from reflow.notebook.v1 import notebook_pb2
 from services.shared.grpc_client import bearer_metadata, open_channel
+from services.shared.interceptor import REQUEST_ID_HEADER, new_request_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
 NOTEBOOK_SERVICE: Final = notebook_pb2.DESCRIPTOR.services_by_name["NotebookService"]
 EXECUTION_SERVICE: Final = execution_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
 ASSISTANT_SERVICE: Final = assistant_pb2.DESCRIPTOR.services_by_name["AssistantService"]
+
+SERVICE_NAMES: Final = {
+    NOTEBOOK_SERVICE.full_name: "notebook",
+    EXECUTION_SERVICE.full_name: "execution",
+    ASSISTANT_SERVICE.full_name: "assistant",
+}
 
 ROUTING_HEADER: Final = "x-reflow-notebook-id"
 """Names the notebook a call is about, so a load balancer can keep each
@@ -163,6 +170,10 @@ class UserCalls:
         service = method.containing_service.full_name
         return any(d.service.full_name == service for d in self._downstreams.all())
 
+    def service_name(self, method: MethodDescriptor) -> str:
+        """The short name (``execution``) of the service that serves ``method``."""
+        return SERVICE_NAMES.get(method.containing_service.full_name, "downstream")
+
     def _channel(self, method: MethodDescriptor) -> grpc.aio.Channel:
         for downstream in self._downstreams.all():
             if downstream.service.full_name == method.containing_service.full_name:
@@ -170,10 +181,15 @@ class UserCalls:
         raise ValueError(f"no service behind the gateway serves {method.full_name}")
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        # Minted per call: cheap (HS256), and a long-lived socket never
-        # sends an expired one.
-        token = self._tokens.token_for(self.user)
-        return (*bearer_metadata(token), (ROUTING_HEADER, self.notebook_id))
+        # Minted per call: cheap (HS256), a long-lived socket never sends an
+        # expired one, and each call carries a request id its errors quote.
+        request_id = new_request_id()
+        token = self._tokens.token_for(self.user, request_id)
+        return (
+            *bearer_metadata(token),
+            (ROUTING_HEADER, self.notebook_id),
+            (REQUEST_ID_HEADER, request_id),
+        )
 
 
 def _serialize(message: Message) -> bytes:

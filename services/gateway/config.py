@@ -37,6 +37,8 @@ class IdentitySettings:
     audience: str | None
     data_dir: Path
     leeway_s: float
+    # GATEWAY_JWT_MAX_LIFETIME_S: the longest a token may live ('exp' - 'iat').
+    max_lifetime_s: float
     jwks_max_age_s: float
     jwks_min_refresh_s: float
     jwks_timeout_s: float
@@ -67,6 +69,7 @@ class IdentitySettings:
             audience=audience,
             data_dir=read.path("DATA_DIR", "data/gateway"),
             leeway_s=read.number("JWT_LEEWAY_S", 30.0),
+            max_lifetime_s=read.number("JWT_MAX_LIFETIME_S", 24 * 3600.0),
             jwks_max_age_s=read.number("JWKS_MAX_AGE_S", 3600.0),
             jwks_min_refresh_s=read.number("JWKS_MIN_REFRESH_S", 10.0),
             jwks_timeout_s=read.number("JWKS_TIMEOUT_S", 5.0),

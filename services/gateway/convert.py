@@ -24,7 +24,7 @@ from google.rpc import error_details_pb2  # noqa: F401  (registers detail types 
 from google.rpc.status_pb2 import Status
 
 from services.shared.errors import InvalidArgument, ServiceError
-from services.shared.grpc_client import STATUS_DETAILS_KEY
+from services.shared.grpc_client import STATUS_DETAILS_KEY, service_error_from
 from services.shared.status import rich_status_for
 
 if TYPE_CHECKING:
@@ -95,15 +95,29 @@ def _detail_json(detail: Any) -> dict[str, Any]:
         return {"@type": detail.type_url}
 
 
-def status_of_rpc_error(error: grpc.aio.AioRpcError) -> Status:
-    """The rich status a service failed with (code and message if it sent none)."""
+def status_of_rpc_error(error: grpc.aio.AioRpcError, service: str) -> Status:
+    """The rich status ``service`` failed with.
+
+    When the service sent none (it is down, the connection broke), grpc's
+    own message names internal addresses: the client gets the words of
+    ``grpc_client.service_error_from`` instead, or just the code's name.
+    """
     code = error.code().value[0]
     for key, value in error.trailing_metadata() or ():
         if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
             status = Status.FromString(value)
             if status.code == code:
                 return status
-    return Status(code=code, message=error.details() or "")
+    domain_error = service_error_from(error, service)
+    if domain_error is not None:
+        return rich_status_for(domain_error)
+    logger.warning(
+        "the %s service failed without an answer: %s %s",
+        service,
+        error.code().name,
+        error.details(),
+    )
+    return Status(code=code, message=f"the {service} service failed")
 
 
 def status_of_chat_error(error: assistant_pb2.ChatError) -> Status:
@@ -134,6 +148,11 @@ def request_from_json(
     request = request_type()
     try:
         json_format.ParseDict(dict(fields), request)
+    except RecursionError:
+        raise InvalidArgument(
+            "invalid request: nested too deeply",
+            field_violations=[("request", "is nested too deeply")],
+        ) from None
     except json_format.ParseError as error:
         message = str(error).splitlines()[0]
         raise InvalidArgument(

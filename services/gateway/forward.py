@@ -14,16 +14,25 @@ For each call the handler
   with an ErrorInfo reason, when it is missing or bad) and sends a freshly
   minted internal token naming the user in its place; the user's own token
   never leaves the gateway;
-* adds ``x-reflow-notebook-id`` when the request has a ``notebook_id`` field
-  (the request is parsed with its message type for that alone), so the
-  services can be load-balanced per notebook;
-* passes on the caller's tracing headers (``x-request-id``, ``traceparent``,
-  ``tracestate``) and nothing else of its metadata;
+* parses the request with its message type: bytes that do not parse
+  (truncated, invalid UTF-8 in a string) are INVALID_ARGUMENT here, and a
+  ``notebook_id`` that is not a well-formed id is INVALID_ARGUMENT naming the
+  field, before it goes anywhere (a NUL or an "é" cannot be put in gRPC
+  metadata at all);
+* adds ``x-reflow-notebook-id`` when the request has a ``notebook_id`` field,
+  so the services can be load-balanced per notebook;
+* passes on the request id (``x-request-id``, which Envoy sets; also carried
+  by the internal token) and the caller's tracing headers (``traceparent``,
+  ``tracestate``), and nothing else of its metadata;
 * gives the downstream call the caller's remaining deadline (capped at
   ``unary_timeout_s`` for unary calls; streams with no deadline keep none);
 * cancels the downstream call when the caller cancels or goes away;
 * relays a downstream failure unchanged: the same status code, details and
-  trailing metadata, ``grpc-status-details-bin`` (the rich error) included.
+  trailing metadata, ``grpc-status-details-bin`` (the rich error) included;
+  unless the service never answered (it is down, the connection broke): then
+  grpc's own message names internal addresses, so the caller gets
+  UNAVAILABLE "the execution service is unavailable, try again" with a
+  RetryInfo and the request id, and the log gets grpc's message.
 
 Only the methods of the listed public services are registered, so every
 ``…InternalService`` answers UNIMPLEMENTED at the gateway. Client-streaming
@@ -38,10 +47,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 from google.protobuf import message_factory
-from google.protobuf.message import DecodeError
 
 from services.gateway.clients import ROUTING_HEADER, method_path
-from services.shared.grpc_client import bearer_metadata
+from services.shared.grpc_client import (
+    STATUS_DETAILS_KEY,
+    bearer_metadata,
+    service_error_from,
+)
+from services.shared.interceptor import REQUEST_ID_HEADER, current_request_id, decoded
+from services.shared.validation import Violations
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -57,8 +71,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PASSED_HEADERS: Final = frozenset({"x-request-id", "traceparent", "tracestate"})
-"""Caller metadata worth passing on; everything else stays at the gateway."""
+PASSED_HEADERS: Final = frozenset({"traceparent", "tracestate"})
+"""Caller metadata worth passing on (besides the request id, which the
+gateway checks first); everything else stays at the gateway."""
 
 
 class Forwarder:
@@ -78,16 +93,18 @@ class Forwarder:
         """A handler forwarding every method of ``downstream``'s public service."""
         service = downstream.service
         handlers = {
-            method.name: self._method_handler(method, downstream.channel)
+            method.name: self._method_handler(method, downstream)
             for method in _forwardable(service)
         }
         return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
     def _method_handler(
-        self, method: MethodDescriptor, channel: grpc.aio.Channel
+        self, method: MethodDescriptor, downstream: Downstream
     ) -> grpc.RpcMethodHandler[bytes, bytes]:
         notebook_id_of = _notebook_id_reader(method)
         path = method_path(method)
+        channel = downstream.channel
+        name = downstream.name
         if method.server_streaming:
             stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = (
                 channel.unary_stream(path)
@@ -105,7 +122,7 @@ class Forwarder:
                     async for response in call:
                         yield response
                 except grpc.aio.AioRpcError as error:
-                    await _relay(error, context, path)
+                    await _relay(error, context, path, name)
                 finally:
                     call.cancel()
 
@@ -122,7 +139,7 @@ class Forwarder:
             try:
                 response: bytes = await call
             except grpc.aio.AioRpcError as error:
-                await _relay(error, context, path)
+                await _relay(error, context, path, name)
             return response
 
         return grpc.unary_unary_rpc_method_handler(forward_unary)
@@ -133,7 +150,9 @@ class Forwarder:
         """The downstream call's metadata; raises TokenRejected for a bad caller."""
         incoming = context.invocation_metadata() or ()
         user = await self._authenticator.authenticate_metadata(incoming)
-        metadata = list(bearer_metadata(self._tokens.token_for(user)))
+        request_id = current_request_id()
+        metadata = list(bearer_metadata(self._tokens.token_for(user, request_id)))
+        metadata.append((REQUEST_ID_HEADER, request_id))
         if notebook_id:
             metadata.append((ROUTING_HEADER, notebook_id))
         for key, value in incoming:
@@ -151,18 +170,23 @@ def _forwardable(service: ServiceDescriptor) -> list[MethodDescriptor]:
 
 
 def _notebook_id_reader(method: MethodDescriptor) -> Callable[[bytes], str]:
-    """A function reading ``notebook_id`` from a serialized request ("" if none)."""
-    if "notebook_id" not in method.input_type.fields_by_name:
-        return lambda request: ""
+    """A function checking a serialized request and reading its ``notebook_id``.
+
+    Raises InvalidArgument when the bytes do not parse or the id is not one;
+    "" when the request has no notebook id (the service says if it needs one).
+    """
     request_type: type[Message] = message_factory.GetMessageClass(method.input_type)
+    has_notebook_id = "notebook_id" in method.input_type.fields_by_name
 
     def notebook_id_of(request: bytes) -> str:
-        try:
-            message = request_type.FromString(request)
-        except DecodeError:
-            return ""  # the owning service will say what is wrong with it
-        value: Any = getattr(message, "notebook_id", "")
-        return value if isinstance(value, str) else ""
+        message = decoded(request_type.FromString, request)
+        value: Any = getattr(message, "notebook_id", "") if has_notebook_id else ""
+        if not isinstance(value, str) or not value:
+            return ""
+        violations = Violations()
+        violations.identifier("notebook_id", value)
+        violations.raise_if_any()
+        return value
 
     return notebook_id_of
 
@@ -186,8 +210,26 @@ def _capped(remaining: float | None, cap: float) -> float:
     return cap if remaining is None else min(remaining, cap)
 
 
-async def _relay(error: grpc.aio.AioRpcError, context: Context, path: str) -> None:
-    """Fail the caller's RPC exactly as the downstream one failed."""
+async def _relay(
+    error: grpc.aio.AioRpcError, context: Context, path: str, service: str
+) -> None:
+    """Fail the caller's RPC as the downstream one failed, hiding the topology."""
+    if not _answered_by_service(error):
+        domain_error = service_error_from(error, service)
+        if domain_error is not None:
+            raise domain_error from None
+        logger.warning(
+            "%s failed without an answer from the %s service (request %s): %s %s",
+            path,
+            service,
+            current_request_id(),
+            error.code().name,
+            error.details(),
+        )
+        await context.abort(
+            error.code(),
+            f"the {service} service failed (request id {current_request_id()})",
+        )
     if error.code() == grpc.StatusCode.UNAUTHENTICATED:
         # The caller's token was fine (it was checked here); a service that
         # refuses the internal token means REFLOW_INTERNAL_SECRET differs.
@@ -196,3 +238,9 @@ async def _relay(error: grpc.aio.AioRpcError, context: Context, path: str) -> No
         )
     trailing: Sequence[tuple[str, str | bytes]] = tuple(error.trailing_metadata() or ())
     await context.abort(error.code(), error.details() or "", trailing)
+
+
+def _answered_by_service(error: grpc.aio.AioRpcError) -> bool:
+    """Whether a service sent this failure (our services always send a rich
+    status), rather than grpc itself (connection refused, reset, too large)."""
+    return any(key == STATUS_DETAILS_KEY for key, _ in error.trailing_metadata() or ())

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Final
 from services.gateway.bridge import INTERNAL_ERROR, NotebookBridge, close_socket
 from services.gateway.clients import UserCalls
 from services.shared.errors import Unauthenticated, Unavailable
+from services.shared.patterns import ID
+from services.shared.validation import ID_RULE
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
@@ -38,6 +40,7 @@ UNAUTHORIZED: Final = 4401
 """Close code for a socket that did not authenticate (HTTP 401, in the 4000s)."""
 
 TRY_AGAIN_LATER: Final = 1013
+BAD_REQUEST: Final = 4400
 
 AUTH_FORMAT: Final = 'first message must be {"type": "auth", "token": "<JWT>"}'
 
@@ -61,6 +64,11 @@ class NotebookSockets:
         """The endpoint: accept, authenticate, pump."""
         notebook_id = str(websocket.path_params["notebook_id"])
         await websocket.accept()
+        if not ID.fullmatch(notebook_id):
+            # Checked before anything else: it becomes a gRPC header, which
+            # cannot hold a NUL or an "é".
+            await close_socket(websocket, BAD_REQUEST, f"notebook_id {ID_RULE}")
+            return
         user = await self._authenticate(websocket)
         if user is None:
             return
@@ -106,7 +114,7 @@ def auth_token(text: str | None) -> str | None:
         return None
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(message, dict) or message.get("type") != "auth":
         return None

@@ -129,6 +129,42 @@ async def test_token_not_yet_valid_is_unauthenticated(
     assert refused[1] == "token is invalid: not yet valid"
 
 
+async def test_token_living_longer_than_a_day_is_unauthenticated(
+    gateway: Gateway, idp: IdentityProvider
+) -> None:
+    refused = await refusal(gateway, idp.token(exp=253402300799))  # year 9999
+
+    assert refused[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert refused[2] == "TOKEN_LIFETIME_TOO_LONG"
+
+
+async def test_token_without_iat_is_unauthenticated(
+    gateway: Gateway, idp: IdentityProvider
+) -> None:
+    refused = await refusal(gateway, idp.token(iat=None))
+
+    assert refused[1] == "token is invalid: no 'iat' claim"
+
+
+async def test_token_issued_in_the_future_is_unauthenticated(
+    gateway: Gateway, idp: IdentityProvider
+) -> None:
+    now = int(time.time())
+    refused = await refusal(gateway, idp.token(iat=now + 600, exp=now + 900))
+
+    assert refused[1] == "token is invalid: not yet valid"
+
+
+@pytest.mark.parametrize("user", ["al\x00ice", "al ice", "é", "a" * 256])
+async def test_token_naming_an_unprintable_user_is_unauthenticated(
+    gateway: Gateway, idp: IdentityProvider, user: str
+) -> None:
+    refused = await refusal(gateway, idp.token(user))
+
+    assert refused[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert "('sub')" in refused[1]
+
+
 async def test_token_without_exp_is_unauthenticated(
     gateway: Gateway, idp: IdentityProvider
 ) -> None:

@@ -98,18 +98,21 @@ async def test_call_without_token_is_unauthenticated(gateway: Gateway) -> None:
 async def test_bad_request_status_and_details_pass_through_unchanged(
     gateway: Gateway,
 ) -> None:
-    request = pb.CreateCellRequest(notebook_id="not an id!", code="x = 1")
+    request = pb.ListNotebooksRequest(page_size=-1)
+    request_id = (("x-request-id", "req-1"),)
     direct_channel = f"127.0.0.1:{gateway.backends.notebook_port}"
     internal = (("authorization", f"Bearer {gateway.backends.tokens.mint('alice')}"),)
     async with grpc.aio.insecure_channel(direct_channel) as channel:
         direct = await rpc_error(
-            notebook_pb2_grpc.NotebookServiceStub(channel).CreateCell(
-                request, metadata=internal
+            notebook_pb2_grpc.NotebookServiceStub(channel).ListNotebooks(
+                request, metadata=internal + request_id
             )
         )
 
     forwarded = await rpc_error(
-        gateway.notebooks.CreateCell(request, metadata=gateway.metadata())
+        gateway.notebooks.ListNotebooks(
+            request, metadata=gateway.metadata() + request_id
+        )
     )
 
     assert forwarded.code() == direct.code() == grpc.StatusCode.INVALID_ARGUMENT
