@@ -14,7 +14,7 @@ DEPLOY_ENVOY_ARGS := --listen 0.0.0.0:8080 --admin 127.0.0.1:9901 \
 # Jupyter, for `make bench` only: not in the lock, so the next `uv sync` removes them
 BENCH_PACKAGES := 'ipykernel>=6.29' 'jupyter_client>=8.6'
 
-.PHONY: help install protos web-protos envoy-config deploy-envoy-config dynamodb-table compose-up compose-up-dynamodb test lint typecheck check run bench internal-token token clean
+.PHONY: help install protos web-protos envoy-config deploy-envoy-config dynamodb-table compose-up compose-up-dynamodb test fuzz soak lint typecheck check run bench internal-token token clean
 
 # Show available commands
 help:
@@ -73,6 +73,10 @@ compose-up-dynamodb:
 # Run the whole test suite (installs what is missing first)
 test: install protos web-protos
 	$(RUN) pytest $(PYTEST_ARGS)
+
+# Fuzz every public RPC through Envoy for longer (FUZZ_EXAMPLES per RPC, route and socket)
+fuzz: install protos web-protos
+	REFLOW_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),500) $(RUN) pytest tests/stack/test_fuzz.py $(PYTEST_ARGS)
 
 # Lint: ruff, ruff format, buf lint
 lint: install
