@@ -78,6 +78,10 @@ test: install protos web-protos
 fuzz: install protos web-protos
 	REFLOW_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),500) $(RUN) pytest tests/stack/test_fuzz.py $(PYTEST_ARGS)
 
+# A bounded load run through Envoy: SOAK_CLIENTS users for SOAK_MINUTES (a measurement, not a test)
+soak: install protos
+	$(RUN) python -m bench.soak --clients $(or $(SOAK_CLIENTS),10) --minutes $(or $(SOAK_MINUTES),1)
+
 # Lint: ruff, ruff format, buf lint
 lint: install
 	$(RUN) ruff check .

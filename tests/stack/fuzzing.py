@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
-from google.api import annotations_pb2
+from google.api import annotations_pb2, http_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, settings
@@ -144,7 +144,7 @@ def _field_value(
         return st.integers(0, 2**64 - 1)
     if kind in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32):
         return st.integers(0, 2**32 - 1)
-    if kind == FieldDescriptor.TYPE_MESSAGE:
+    if field.message_type is not None:
         return messages(field.message_type, known, depth + 1)
     return st.integers(-(2**31), 2**31 - 1)
 
@@ -167,7 +167,7 @@ def messages(
     )
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
+def _is_repeated(field: Any) -> bool:
     return bool(field.is_repeated)
 
 
@@ -244,7 +244,9 @@ def routes() -> list[Route]:
     """Every public RPC's REST route, from its ``google.api.http`` annotation."""
     found = []
     for method in METHODS:
-        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        rule: http_pb2.HttpRule = method.GetOptions().Extensions[
+            annotations_pb2.http  # type: ignore[index]
+        ]
         verb = rule.WhichOneof("pattern")
         if verb is None:
             continue

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.shared.healthcheck import serving_status
 from tests.stack.stack_process import ROOT, free_ports
 
 if TYPE_CHECKING:
@@ -83,16 +83,15 @@ class ServiceProcess:
 def wait_until_serving(address: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise AssertionError(f"{address} exited with {process.returncode}")
             try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                status = serving_status(channel, timeout_s=1)
             except grpc.RpcError:
                 time.sleep(0.1)  # not listening yet: nothing to await but time
                 continue
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            if status == "SERVING":
                 return
     raise AssertionError(f"{address} did not serve within {READY_TIMEOUT_S} s")
 

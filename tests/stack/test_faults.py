@@ -15,7 +15,7 @@ import asyncio
 import json
 import os
 import signal
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 import pytest
@@ -191,7 +191,7 @@ async def run_status(
     return status
 
 
-async def drain(call: grpc.aio.UnaryStreamCall[object, object]) -> None:
+async def drain(call: grpc.aio.UnaryStreamCall[Any, Any]) -> None:
     async for _ in call:
         pass
 

@@ -82,14 +82,18 @@ def outcome(
     path = f"/{method.containing_service.full_name}/{method.name}"
     try:
         if method.server_streaming:
-            for _ in channel.unary_stream(path)(
-                body, metadata=metadata, timeout=STREAM_DEADLINE_S
-            ):
+            stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+                path
+            )
+            for _ in stream(body, metadata=metadata, timeout=STREAM_DEADLINE_S):
                 pass
         else:
-            channel.unary_unary(path)(body, metadata=metadata, timeout=CALL_DEADLINE_S)
+            unary: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                path
+            )
+            unary(body, metadata=metadata, timeout=CALL_DEADLINE_S)
     except grpc.RpcError as error:
-        code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+        code: grpc.StatusCode = error.code()
         return code
     return grpc.StatusCode.OK
 
