@@ -440,6 +440,20 @@ VALIDATION_CASES = [
         pb.SetDatabaseConnectionRequest(notebook_id="n1"),
         {"database_url"},
     ),
+    (
+        "SetDatabaseConnection",
+        pb.SetDatabaseConnectionRequest(
+            notebook_id="n1", database_url="sqlite:///a\x00b.db"
+        ),
+        {"database_url"},
+    ),
+    (
+        "SetDatabaseConnection",
+        pb.SetDatabaseConnectionRequest(
+            notebook_id="n1", database_url="postgresql://h/db\r\noptions=-c"
+        ),
+        {"database_url"},
+    ),
     ("ClearDatabaseConnection", pb.ClearDatabaseConnectionRequest(), {"notebook_id"}),
     ("DeleteNotebook", pb.DeleteNotebookRequest(notebook_id="x" * 65), {"notebook_id"}),
     ("CreateCell", pb.CreateCellRequest(notebook_id="n1", code="x" * 4097), {"code"}),
