@@ -2,10 +2,11 @@
 
 Code below the servicers raises these instead of touching gRPC. Each category
 names one thing a caller can act on, and exactly one gRPC status code stands
-for it at the edge (``services.shared.grpc_server.ErrorInterceptor``); on the
-calling side ``services.shared.grpc_client.rpc_errors_as_service_errors``
-turns the status back into the same class, so a gateway handler can write
-``except NotFound``. This module does not import ``grpc``.
+for it at the edge (``services.shared.interceptor.RpcGuard``, by the one
+table in ``services.shared.status``); on the calling side
+``services.shared.grpc_client.rpc_errors_as_service_errors`` turns the status
+back into the same class, so a gateway handler can write ``except NotFound``.
+This module does not import ``grpc``.
 
 The tree (category, status code, when)::
 

@@ -1,4 +1,4 @@
-"""Tests for services.shared.auth: internal tokens, the auth interceptor, the CLI."""
+"""Tests for services.shared.auth: internal tokens, their check per RPC, the CLI."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def test_short_secret_setting_is_refused_without_echoing_it() -> None:
     assert "hunter2" not in str(error.value)
 
 
-# -- AuthInterceptor, through create_server -------------------------------------
+# -- the internal token, checked by the server guard (create_server) ----------
 
 
 async def test_call_without_token_is_unauthenticated(tokens: InternalTokens) -> None:
