@@ -272,3 +272,17 @@ def test_dev_issuer_keys_are_published_through_envoy(stack: RunningStack) -> Non
     kids = [key["kid"] for key in response.json()["keys"]]
     assert response.status_code == 200
     assert jwt.get_unverified_header(token)["kid"] in kids
+
+
+@pytest.mark.parametrize(
+    ("segment", "field"),
+    [("%FF", "request"), ("a%00b", "notebook_id"), ("%C3%A9", "notebook_id")],
+)
+def test_an_id_that_is_no_id_is_a_400_naming_the_field(
+    api: httpx.Client, segment: str, field: str
+) -> None:
+    response = api.get(f"/notebooks/{segment}")
+
+    assert response.status_code == 400, response.text
+    [bad_request] = details_of(response.json(), BAD_REQUEST)
+    assert [v["field"] for v in bad_request["fieldViolations"]] == [field]
