@@ -108,7 +108,7 @@ def analysis_error_to_proto(error: GraphError) -> notebook_pb2.AnalysisError:
     message = notebook_pb2.AnalysisError(message=error.message)
     if isinstance(error, MultipleDefinitionError):
         message.kind = kinds.KIND_MULTIPLE_DEFINITION
-        message.names.append(error.name)
+        message.names.extend(error.names)
         message.cell_ids.extend(error.cells)
     elif isinstance(error, CycleError):
         message.kind = kinds.KIND_CYCLE

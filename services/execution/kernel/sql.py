@@ -13,7 +13,7 @@ Where a query runs depends on the notebook:
 
 * Without a database URL, in the kernel's own DuckDB (one in-memory
   connection, opened on first use). Tables the query names
-  (`table_names`) that are DataFrames in the kernel's namespace are
+  (`sql_tables`) that are DataFrames in the kernel's namespace are
   registered for the duration of the query, so `SELECT * FROM sales` reads
   the DataFrame `sales`. DuckDB's own lookup of Python variables is turned
   off: it would search the kernel's frames, not the user's namespace.
@@ -103,7 +103,7 @@ class SqlRunner:
     def _run_on_duckdb(
         self, template: SqlTemplate, namespace: Mapping[str, Any]
     ) -> pd.DataFrame:
-        from services.shared.dataflow.sql import table_names
+        from services.shared.dataflow.sql import sql_tables
 
         frames: dict[str, object] = {}
         params: dict[str, object] = {}
@@ -120,7 +120,7 @@ class SqlRunner:
                 params[key] = _bindable(value)
                 parts.append(f"${key}")
             parts.append(text)
-        for table in table_names(template):
+        for table in sql_tables(template).reads:
             value = namespace.get(table)
             if _is_dataframe(value):
                 frames.setdefault(table, value)
