@@ -463,7 +463,7 @@ PRIVATE_AND_BUILTINS = [
     case("private read", "y = _x", writes="y"),
     case("dunder read is a builtin", "name = __name__", writes="name"),
     case("dunder write is public", "__all__ = ['f']", writes="__all__"),
-    case("double underscore is public", "__x = 1\ny = __z", writes="__x y", reads="__z"),
+    case("double underscore is public", "__x = 1\ny = __z", "__x y", "__z"),
     case("double underscore alone is private", "__ = 1\ny = _", writes="y"),
     case("private function", "def _helper():\n    return x", reads="x"),
     case("builtin is not a read", "print(len(xs))", reads="xs"),

@@ -138,6 +138,14 @@ class DependencyGraph:
             found |= self._deleters.get(name, set())
         return found
 
+    def position(self, cell_id: CellId) -> int:
+        """The cell's index in notebook order."""
+        return self._position[cell_id]
+
+    def in_order(self, cell_ids: Iterable[CellId]) -> tuple[CellId, ...]:
+        """`cell_ids` sorted in notebook order."""
+        return self._in_order(cell_ids)
+
     def label(self, cell_id: CellId) -> str:
         """How a user names the cell: its position, counted from 1."""
         return f"cell {self._position[cell_id] + 1}"

@@ -122,7 +122,7 @@ def sql_tables(template: SqlTemplate) -> SqlTables:
     return SqlTables(reads=frozenset(reads - writes), writes=frozenset(writes))
 
 
-def _created(statement: exp.Expression) -> exp.Table | None:
+def _created(statement: exp.Expr) -> exp.Table | None:
     if not isinstance(statement, exp.Create):
         return None
     if str(statement.args.get("kind") or "").upper() not in {"TABLE", "VIEW"}:
