@@ -112,8 +112,7 @@ class _Renamer(ast.NodeTransformer):
 
     def visit_Global(self, node: ast.Global) -> ast.Global:
         node.names = [
-            self._prefix + name[1:] if is_private(name) else name
-            for name in node.names
+            self._prefix + name[1:] if is_private(name) else name for name in node.names
         ]
         return node
 
