@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -727,3 +728,13 @@ def test_deletes_are_top_level_deletions_of_other_cells_names(
 )
 def test_imports_only(code: str, expected: bool) -> None:
     assert imports_only(code) is expected
+
+
+def test_the_grammar_is_the_running_pythons() -> None:
+    analysis = analyse_python("type Pair = tuple[int, int]")
+
+    if sys.version_info >= (3, 12):
+        assert analysis.writes == {"Pair"}
+    else:
+        assert analysis.error is not None
+        assert analysis.error.startswith("syntax error")
