@@ -318,6 +318,10 @@ CASES = [
         ],
     ),
     Case(
+        "re-running a SQL cell recreates the table it created",
+        [sql("create table t as select 1 as n"), run(0), run(0), status(0, OK)],
+    ),
+    Case(
         "a SQL table and a Python global of one name are contested",
         [add("t = 1"), sql("create table t as select 1"), run(1), error(1, "'t'")],
     ),

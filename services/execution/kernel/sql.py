@@ -42,7 +42,7 @@ from urllib.parse import quote, quote_plus, unquote
 from services.shared.redaction import mask_url_password
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, MutableMapping
+    from collections.abc import Iterable, Mapping, MutableMapping
 
     import duckdb
     import pandas as pd
@@ -90,6 +90,27 @@ class SqlRunner:
         if result_name:
             namespace[result_name] = result
         return result
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop the kernel's own DuckDB tables and views of these names.
+
+        A cell's names are deleted before it runs again; for a SQL cell they
+        include what it created (`CREATE TABLE t`), which lives in DuckDB,
+        not in the namespace. Only the in-kernel DuckDB is touched: a
+        notebook's own database is the user's to manage.
+        """
+        connection = self._duckdb
+        if connection is None:
+            return
+        for name in names:
+            if not all(part.isidentifier() for part in name.split(".")):
+                continue
+            quoted = ".".join(f'"{part}"' for part in name.split("."))
+            for kind in ("VIEW", "TABLE"):
+                try:
+                    connection.execute(f"DROP {kind} IF EXISTS {quoted}")
+                except Exception:  # noqa: BLE001, S112 - the other kind, or an attached db
+                    continue
 
     def close(self) -> None:
         """Close the DuckDB connection and dispose of every engine."""

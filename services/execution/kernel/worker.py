@@ -216,6 +216,7 @@ class Kernel:
                     del self.namespace[key]
             else:
                 self.namespace.pop(name, None)
+        self._sql.forget(name for name in names if not name.endswith(WILDCARD))
 
     def display(self, *objs: object) -> None:
         """Show each object as an output of the running cell, in order."""
