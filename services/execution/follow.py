@@ -8,7 +8,8 @@ the current notebook when an edit calls for one. That run's tidying step
 
 * a cell that ran in the kernel is deleted: its names go, and what depended
   on it re-runs;
-* a disabled cell that ran is edited: its old names go;
+* a disabled cell that ran is edited, or one that held a name another cell
+  defines too: its old names go;
 * while cells are held (kept from running by a multiple definition, a
   cycle, or a disabled cell), any cell edit or deletion may have resolved
   what held them: those that can run now run again (automatic mode) or are
@@ -24,11 +25,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from reflow.notebook.v1 import notebook_pb2
 from services.execution.runs import RunRequest
 from services.shared.errors import ServiceError
 
 if TYPE_CHECKING:
-    from reflow.notebook.v1 import notebook_pb2
     from services.execution.clients import NotebookClient
     from services.execution.session import Session
     from services.shared.auth import InternalTokens
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 10.0
+_MULTIPLE_DEFINITION = notebook_pb2.AnalysisError.KIND_MULTIPLE_DEFINITION
 
 
 class ChangeFollower:
@@ -112,5 +114,7 @@ def _calls_for_a_run(
         return session.holding or session.has_run([change.cell_deleted.cell_id])
     if kind == "cell_updated":
         cell = change.cell_updated.cell
-        return session.holding or (cell.disabled and session.has_run([cell.id]))
+        contested = cell.analysis_error.kind == _MULTIPLE_DEFINITION
+        dropped = cell.disabled or contested
+        return session.holding or (dropped and session.has_run([cell.id]))
     return False

@@ -4,7 +4,8 @@ A run is given the newest copy of the notebook and the cells asked for. It
 
 1. tidies the kernel first: names of cells gone from the notebook are
    deleted (what depended on them joins the run), a disabled cell that was
-   edited loses its names, and held cells that can run now (a conflict was
+   edited loses its names, so does a cell that held a contested name and
+   was edited (it no longer holds it), and held cells that can run now (a conflict was
    resolved, a cell enabled) join the run — in lazy mode, all of these are
    marked stale instead of run;
 2. plans the run (`scheduler.plan`, a pure function);
@@ -39,7 +40,12 @@ from services.execution.collect import CellCollector
 from services.execution.convert import graph_of, is_lazy
 from services.execution.kernel.private import private_pattern
 from services.execution.kernel.process import KernelDied
-from services.shared.dataflow import CellId, DependencyGraph, imports_only
+from services.shared.dataflow import (
+    CellId,
+    DependencyGraph,
+    MultipleDefinitionError,
+    imports_only,
+)
 from services.shared.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -66,6 +72,13 @@ class _RunAborted(Exception):
     def __init__(self, result: notebook_pb2.CellResult) -> None:
         super().__init__(result.error.message)
         self.result = result
+
+
+def _contested(graph: DependencyGraph, cell_id: CellId) -> bool:
+    return any(
+        isinstance(error, MultipleDefinitionError)
+        for error in graph.cell_errors(cell_id)
+    )
 
 
 class Runner:
@@ -197,7 +210,12 @@ class Runner:
         """Bring the kernel in line with the notebook; the cells that should
         run (or, lazily, be marked stale) because of what changed."""
         gone = [cell_id for cell_id in self._ledger.ran if cell_id not in cells]
-        edited = [c for c in disabled if self._ledger.edited(c, cells[c].code)]
+        edited = [
+            cell_id
+            for cell_id in disabled | errors.keys()
+            if self._ledger.edited(cell_id, cells[cell_id].code)
+            and (cell_id in disabled or _contested(graph, cell_id))
+        ]
         await self._delete(kernel, [*gone, *edited])
         woken = old_graph.descendants(c for c in gone if c in old_graph)
         woken = {cell_id for cell_id in woken if cell_id in cells}

@@ -238,6 +238,18 @@ CASES = [
         ],
     ),
     Case(
+        "an edited holder loses its value",
+        [
+            add("x = 1"),
+            add("print('x' in globals())"),
+            run(0),
+            add("x = 2"),
+            watched(edit(0, "x = 3")),
+            run(1),
+            out(1, "False\n"),
+        ],
+    ),
+    Case(
         "resolving a conflict reruns the cells it blocked",
         [
             add("x = 1"),
@@ -299,8 +311,8 @@ CASES = [
             add("print(math.floor(math.pi))"),
             add("import os\nprint(os.sep)"),
             run(0),
-            edit(0, "import math, os"),
             edit(2, "print(os.sep)"),
+            edit(0, "import math, os"),
             run(0),
             ran(0, 2),
         ],

@@ -33,11 +33,14 @@ def api(stack: RunningStack) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def nb(api: httpx.Client) -> str:
+def nb(api: httpx.Client) -> Iterator[str]:
+    """A new notebook; its kernel is stopped afterwards, since the stack's
+    other tests share the per-user kernel limit."""
     response = api.post("/notebooks", json={"name": "semantics"})
     response.raise_for_status()
     notebook_id: str = response.json()["notebook"]["id"]
-    return notebook_id
+    yield notebook_id
+    api.delete(f"/notebooks/{notebook_id}/kernel")
 
 
 def add(api: httpx.Client, nb: str, code: str, **fields: Any) -> dict[str, Any]:
