@@ -142,6 +142,22 @@ CASES = [
         ],
     ),
     Case(
+        "in lazy mode a resolved conflict marks the held cell stale",
+        [
+            Step({"a": "x = 1"}, {"a"}, ["a"], lazy=True),
+            Step({"a": "x = 1", "b": "x = 2"}, {"a"}, [], {"a": ERROR}, lazy=True),
+            Step({"a": "x = 1", "b": "w = 2"}, set(), [], {"a": STALE}, lazy=True),
+        ],
+    ),
+    Case(
+        "in lazy mode enabling a cell marks it stale",
+        [
+            Step({"a": "x = 1", "b!": "y = x"}, {"a"}, ["a"], {"a": OK, "b": DISABLED}),
+            Step({"a": "x = 1", "b": "y = x"}, set(), [], {"b": STALE}, lazy=True),
+            Step({"a": "x = 1", "b": "y = x"}, {"b"}, ["b"], lazy=True),
+        ],
+    ),
+    Case(
         "lazy mode marks descendants stale and runs them when asked",
         [
             Step(CHAIN, {"a"}, ["a", "b", "c"]),
