@@ -15,7 +15,7 @@ from services.shared.fanout import EventHub
 if TYPE_CHECKING:
     from reflow.execution.v1 import execution_pb2
     from services.execution.config import KernelSettings
-    from services.execution.follow import DeletionFollower
+    from services.execution.follow import ChangeFollower
     from services.execution.kernel.launcher import KernelLauncher
     from services.execution.kernel.process import KernelProcess
     from services.execution.recorder import ResultRecorder
@@ -31,7 +31,7 @@ class SessionManager:
         launcher: KernelLauncher,
         settings: KernelSettings,
         recorder: ResultRecorder,
-        follower: DeletionFollower | None = None,
+        follower: ChangeFollower | None = None,
     ) -> None:
         self._launcher = launcher
         self._follower = follower
