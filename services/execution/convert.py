@@ -53,10 +53,14 @@ def kernel_to_proto(
 ) -> execution_pb2.Kernel:
     """The kernel as GetKernel and ListKernels show it."""
     kernel = lifecycle.kernel
+    state = lifecycle.state
+    if kernel is not None and not kernel.alive:
+        # Killed while idle: its exit is known before any run notices it.
+        kernel, state = None, execution_pb2.KERNEL_STATE_DEAD
     message = execution_pb2.Kernel(
         notebook_id=notebook_id,
         owner=owner,
-        state=lifecycle.state,
+        state=state,
         execution_count=lifecycle.execution_count,
         running_cell_id=running_cell,
     )

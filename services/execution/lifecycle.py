@@ -81,12 +81,16 @@ class KernelLifecycle:
         self.state: KernelState.ValueType = KernelState.KERNEL_STATE_DEAD
         self.execution_count = 0
         self.last_activity = time.time()
+        # Said with the next "started" event: why the kernel is a new one.
+        self.next_start_note = ""
+        self._unannounced = ""
 
     async def ensure(self, run_id: str = "") -> Kernel:
         """The live kernel, started first if there is none."""
         async with self._lock:
             kernel = self.kernel
             if kernel is not None and kernel.alive:
+                self._announce(run_id)
                 return kernel
             self.state = KernelState.KERNEL_STATE_STARTING
             try:
@@ -99,8 +103,21 @@ class KernelLifecycle:
             self.execution_count = 0
             self.state = KernelState.KERNEL_STATE_IDLE
             self.last_activity = time.time()
-            self._emit(run_id, events.kernel_state(self.state, "started"))
+            if self.next_start_note:
+                self._unannounced = f"started; {self.next_start_note}"
+                self.next_start_note = ""
+                self._emit(run_id, events.kernel_state(self.state, self._unannounced))
+                self._announce(run_id)
+            else:
+                self._emit(run_id, events.kernel_state(self.state, "started"))
             return kernel
+
+    def _announce(self, run_id: str) -> None:
+        # A kernel started for a run is started before the run has an id;
+        # why it is a new one is said again as the run's own event.
+        if run_id and self._unannounced:
+            self._emit(run_id, events.kernel_state(self.state, self._unannounced))
+            self._unannounced = ""
 
     async def stop(
         self, why: str, state: KernelState.ValueType, run: RunState | None

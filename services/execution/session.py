@@ -170,6 +170,22 @@ class Session:
             "shut down", KernelState.KERNEL_STATE_DEAD, self._runner.current
         )
 
+    async def evict(self, idle_s: float) -> None:
+        """Stop an idle kernel to make room for another notebook's.
+
+        The notebook keeps every stored output; its owner's next run starts
+        a fresh kernel, and that run's events say why.
+        """
+        why = (
+            f"stopped after {idle_s:.0f} s idle to make room for other notebooks "
+            "(the service is at its kernel limit)"
+        )
+        await self.lifecycle.stop(why, KernelState.KERNEL_STATE_DEAD, None)
+        self.lifecycle.next_start_note = (
+            f"the previous kernel was {why}: its variables are gone, "
+            "stored outputs are kept"
+        )
+
     def describe(self) -> execution_pb2.Kernel:
         """The kernel as GetKernel and ListKernels show it."""
         return kernel_to_proto(

@@ -140,7 +140,22 @@ class PermissionDenied(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
-    """A quota or limit was hit (output cap, memory, rate)."""
+    """A quota or limit was hit (output cap, memory, rate).
+
+    ``retry_after_s``, when given, becomes a ``RetryInfo`` detail: how long
+    the caller should wait before trying again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(ServiceError):

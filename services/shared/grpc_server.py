@@ -41,7 +41,7 @@ from typing import Any, Final, NoReturn, cast
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.descriptor_pb2 import FileDescriptorProto, FileDescriptorSet
-from google.rpc.error_details_pb2 import BadRequest, ErrorInfo
+from google.rpc.error_details_pb2 import BadRequest, ErrorInfo, RetryInfo
 from google.rpc.status_pb2 import Status
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -129,6 +129,10 @@ def rich_status_for(error: ServiceError) -> Status:
             ]
         )
         details.append(_packed(bad_request))
+    if isinstance(error, ResourceExhausted) and error.retry_after_s is not None:
+        retry = RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(error.retry_after_s * 1e9))
+        details.append(_packed(retry))
     code = status_code_for(error)
     return Status(code=code.value[0], message=error.message, details=details)
 
