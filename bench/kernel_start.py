@@ -50,11 +50,20 @@ async def run(kernel: KernelProcess, code: str) -> None:
                 raise SystemExit(f"bench cell failed: {event.done.error.message}")
 
 
-def pss_bytes(pid: int) -> int:
-    """PSS of ``pid`` and its descendants: a confined kernel is an init and
-    the kernel under it, and both are what the notebook costs."""
+def pss_bytes(*pids: int, descendants: bool = True) -> int:
+    """PSS of ``pids`` (and their descendants), each process counted once.
+
+    A confined kernel is an init and the kernel under it, both of them what
+    the notebook costs; the zygote is the parent of every kernel's init, so
+    the zygote alone is ``descendants=False``.
+    """
+    members = (
+        {member for pid in pids for member in process_tree(pid)}
+        if descendants
+        else set(pids)
+    )
     total = 0
-    for member in process_tree(pid):
+    for member in members:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
@@ -85,7 +94,7 @@ async def measure_memory(
     def snapshot() -> tuple[int, int]:
         # Taken together: shared pages are split among whoever maps them now.
         total = sum(kernel.pss_bytes() for kernel in kernels)
-        return total, pss_bytes(zygote) if zygote else 0
+        return total, pss_bytes(zygote, descendants=False) if zygote else 0
 
     idle = snapshot()
     for kernel in kernels:

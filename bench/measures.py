@@ -159,8 +159,14 @@ class Stopwatch:
 
 
 def total_pss_mib(pids: list[int]) -> float:
-    """The PSS of ``pids`` summed, read together (shares split among mappers now)."""
-    return sum(pss_bytes(pid) for pid in pids) / MIB
+    """The PSS of ``pids`` and their descendants, each once, read together
+    (shared pages split among whoever maps them now)."""
+    return pss_bytes(*pids) / MIB
+
+
+def zygote_pss_mib(pid: int) -> float:
+    """The zygote's own PSS (its descendants are the kernels)."""
+    return pss_bytes(pid, descendants=False) / MIB
 
 
 def expected_print_text(lines: int = PRINT_LINES) -> str:

@@ -34,6 +34,7 @@ from bench.measures import (
     expected_print_text,
     png_size,
     total_pss_mib,
+    zygote_pss_mib,
 )
 from bench.stack import zygote_pid
 from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
@@ -395,11 +396,11 @@ async def memory(
     if len(pids) != count or zygote is None or not all(pids):
         raise BenchError(f"expected {count} kernels and a zygote: {pids}")
     await asyncio.sleep(0.5)  # let the kernels settle after their first run
-    idle, idle_zygote = total_pss_mib([*pids, zygote]), total_pss_mib([zygote])
+    idle, idle_zygote = total_pss_mib([*pids, zygote]), zygote_pss_mib(zygote)
     for notebook_id, (_, imports) in notebooks:
         await client.run_ok(notebook_id, [imports])
     await asyncio.sleep(0.5)
-    loaded, loaded_zygote = total_pss_mib([*pids, zygote]), total_pss_mib([zygote])
+    loaded, loaded_zygote = total_pss_mib([*pids, zygote]), zygote_pss_mib(zygote)
     notes["memory"] = {
         "kernel_pids": pids,
         "zygote_pid": zygote,

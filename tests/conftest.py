@@ -30,10 +30,11 @@ async def launcher() -> AsyncIterator[KernelLauncher]:
     """
     # Imported here: the check above must run before generated code is needed.
     from services.execution.kernel.launcher import KernelLauncher
+    from services.execution.kernel.sandbox import SandboxConfig
 
     # Confined as in production: every test that runs a cell also shows the
     # sandbox leaves pandas, matplotlib, SQL and subprocesses working.
-    launcher = KernelLauncher(use_zygote=True)
+    launcher = KernelLauncher(use_zygote=True, sandbox=SandboxConfig())
     await launcher.start()
     yield launcher
     await launcher.close()

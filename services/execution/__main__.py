@@ -6,7 +6,7 @@ import logging
 
 from services.execution.clients import NotebookClient
 from services.execution.config import Settings
-from services.execution.follow import DeletionFollower
+from services.execution.follow import ChangeFollower
 from services.execution.kernel.launcher import KernelLauncher
 from services.execution.kernel.zygote_client import SandboxUnavailable
 from services.execution.recorder import ResultRecorder
@@ -37,7 +37,7 @@ async def main() -> None:
     async with open_channel(settings.notebook_service_addr) as channel:
         notebooks = NotebookClient(channel)
         recorder = ResultRecorder(notebooks, tokens)
-        follower = DeletionFollower(notebooks, tokens)
+        follower = ChangeFollower(notebooks, tokens)
         sessions = SessionManager(launcher, settings.kernels, recorder, follower)
         server, port = build_server(
             sessions,

@@ -25,7 +25,7 @@ class KernelSettings:
     # 0 means no limit.
     cell_timeout_s: float = 0.0
     output_limit_bytes: int = 2 * MIB
-    idle_timeout_s: float = 3600.0
+    idle_timeout_s: float = 900.0
     interrupt_grace_s: float = 3.0
     shutdown_timeout_s: float = 5.0
     max_kernels_per_user: int = 10
@@ -72,7 +72,7 @@ class Settings:
             memory_limit_bytes=read.integer("MEMORY_LIMIT_MB", 2048, minimum=0) * MIB,
             cell_timeout_s=read.number("CELL_TIMEOUT_S", 0.0),
             output_limit_bytes=read.integer("OUTPUT_LIMIT_KB", 2048, minimum=1) * 1024,
-            idle_timeout_s=read.number("IDLE_TIMEOUT_S", 3600.0),
+            idle_timeout_s=read.number("IDLE_TIMEOUT_S", 900.0),
             interrupt_grace_s=read.number("INTERRUPT_GRACE_S", 3.0),
             shutdown_timeout_s=read.number("SHUTDOWN_TIMEOUT_S", 5.0),
             max_kernels_per_user=read.integer("MAX_KERNELS_PER_USER", 10, minimum=1),

@@ -16,15 +16,21 @@ class KernelNotFound(NotFound):
         )
 
 
+# A run takes seconds; a refused one is worth retrying about this soon.
+RETRY_AFTER_S = 5.0
+
+
 class TooManyKernels(ResourceExhausted):
     """Starting another kernel would pass a configured limit."""
 
     def __init__(self, scope: str, limit: int) -> None:
         super().__init__(
             f"{scope} already {'has' if scope != 'you' else 'have'} {limit} running "
-            f"kernels, the limit; shut one down (ShutdownKernel) and try again",
+            "kernels, the limit, and every one is busy; try again when a run "
+            "ends, or shut one down (ShutdownKernel)",
             reason="TOO_MANY_KERNELS",
             metadata={"limit": str(limit)},
+            retry_after_s=RETRY_AFTER_S,
         )
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from reflow.execution.v1 import execution_pb2
 from reflow.notebook.v1 import notebook_pb2
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 
 def run_started(
-    cell_ids: list[str], skipped: list[str]
+    cell_ids: Sequence[str], skipped: Sequence[str]
 ) -> execution_pb2.ExecutionEvent:
     return execution_pb2.ExecutionEvent(
         run_started=execution_pb2.RunStarted(

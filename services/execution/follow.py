@@ -1,10 +1,20 @@
-"""Re-running what depended on a deleted cell, as soon as it is deleted.
+"""Reacting to notebook edits that change what the kernel should hold.
 
-Cells are deleted on the notebook service, which never calls this service.
+Cells are edited on the notebook service, which never calls this service.
 So for every notebook with a live kernel the execution service follows the
-notebook's change stream; when a cell that ran in the kernel is deleted, it
-queues a run on the current notebook, which deletes the cell's names from
-the kernel and re-runs what depended on it (session.py, `_forget_deleted`).
+notebook's change stream, and queues a run (with no cells of its own) on
+the current notebook when an edit calls for one. That run's tidying step
+(runner.py, `_tidy`) does the work:
+
+* a cell that ran in the kernel is deleted: its names go, and what depended
+  on it re-runs;
+* a disabled cell that ran is edited, or one that held a name another cell
+  defines too: its old names go;
+* while cells are held (kept from running by a multiple definition, a
+  cycle, or a disabled cell), any cell edit or deletion may have resolved
+  what held them: those that can run now run again (automatic mode) or are
+  marked stale (lazy mode).
+
 The stream is opened with a token minted for the notebook's owner, since it
 outlives any caller's request.
 """
@@ -15,6 +25,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from reflow.notebook.v1 import notebook_pb2
 from services.execution.runs import RunRequest
 from services.shared.errors import ServiceError
 
@@ -26,9 +37,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 10.0
+_MULTIPLE_DEFINITION = notebook_pb2.AnalysisError.KIND_MULTIPLE_DEFINITION
 
 
-class DeletionFollower:
+class ChangeFollower:
     """One change-stream task per notebook with a live kernel."""
 
     def __init__(self, client: NotebookClient, tokens: InternalTokens) -> None:
@@ -68,8 +80,7 @@ class DeletionFollower:
                     backoff_s = 0.5
                     if change.HasField("notebook_deleted"):
                         return
-                    deleted = change.cell_deleted.cell_id
-                    if change.HasField("cell_deleted") and session.has_run([deleted]):
+                    if _calls_for_a_run(session, change):
                         await self._rerun(session)
             except ServiceError as error:
                 logger.info(
@@ -82,6 +93,7 @@ class DeletionFollower:
             backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
 
     async def _rerun(self, session: Session) -> None:
+        """Queue an empty run on the notebook as it is now."""
         token = self._tokens.token_for(session.owner)
         notebook = await self._client.get_notebook(token, session.notebook_id)
         database_url = ""
@@ -92,3 +104,17 @@ class DeletionFollower:
         session.submit(
             RunRequest(cells=frozenset(), notebook=notebook, database_url=database_url)
         )
+
+
+def _calls_for_a_run(
+    session: Session, change: notebook_pb2.WatchNotebookResponse
+) -> bool:
+    kind = change.WhichOneof("event")
+    if kind == "cell_deleted":
+        return session.holding or session.has_run([change.cell_deleted.cell_id])
+    if kind == "cell_updated":
+        cell = change.cell_updated.cell
+        contested = cell.analysis_error.kind == _MULTIPLE_DEFINITION
+        dropped = cell.disabled or contested
+        return session.holding or (dropped and session.has_run([cell.id]))
+    return False

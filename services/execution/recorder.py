@@ -1,10 +1,15 @@
 """Persisting finished cells on the notebook service, off the live path.
 
 A run streams its events to the caller at once; storing each result on the
-notebook service happens here, in one background task, so a slow or
-unavailable notebook service never delays or breaks a run. Pending results
-are keyed by (notebook, cell): a newer result of the same cell replaces one
-not yet sent, which bounds what waits here by the number of cells.
+notebook service happens here, in one background task, so a slow notebook
+service never delays a cell's events and an unavailable one never breaks a
+run. Pending results are keyed by (notebook, cell): a newer result of the
+same cell replaces one not yet sent, which bounds what waits here by the
+number of cells.
+
+The end of a run does wait (`settled`, with a time limit): a run reports
+itself finished only once its results are stored, so a client that reads
+the notebook after a run's stream ended reads what the stream reported.
 
 Results are recorded with a token minted for the notebook's owner at send
 time: the caller's own token may have expired by the time a long run ends.
@@ -39,6 +44,9 @@ class ResultRecorder:
             OrderedDict()
         )
         self._wakeup = asyncio.Event()
+        self._sending: _Key | None = None
+        # Set (and replaced) each time a send ends, for `settled` to wait on.
+        self._sent = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
@@ -58,6 +66,18 @@ class ResultRecorder:
         self._wakeup.set()
         if self._task is None:
             self._task = asyncio.create_task(self._send_forever())
+
+    async def settled(self, notebook_id: str, timeout_s: float) -> None:
+        """Wait until no result of the notebook is queued or being sent;
+        TimeoutError after `timeout_s`."""
+        async with asyncio.timeout(timeout_s):
+            while self._waiting_for(notebook_id):
+                await self._sent.wait()
+
+    def _waiting_for(self, notebook_id: str) -> bool:
+        if self._sending is not None and self._sending[0] == notebook_id:
+            return True
+        return any(key[0] == notebook_id for key in self._pending)
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Wait until every queued result has been sent (or given up on)."""
@@ -81,6 +101,7 @@ class ResultRecorder:
                 await self._wakeup.wait()
                 continue
             (notebook_id, cell_id), (owner, result) = self._pending.popitem(last=False)
+            self._sending = (notebook_id, cell_id)
             try:
                 await self._client.record_result(
                     self._tokens.token_for(owner), notebook_id, cell_id, result
@@ -98,3 +119,7 @@ class ResultRecorder:
                     cell_id,
                     notebook_id,
                 )
+            finally:
+                self._sending = None
+                sent, self._sent = self._sent, asyncio.Event()
+                sent.set()

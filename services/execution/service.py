@@ -74,7 +74,12 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         # Reading the notebook settles that it exists and is the caller's.
         await self._notebooks.get_notebook(current_token(), request.notebook_id)
         session = self._sessions.session(current_user(), request.notebook_id)
-        async for event in session.watch():
+
+        async def subscribed() -> None:
+            # Headers now tell a client the watch misses nothing from here on.
+            await context.send_initial_metadata(())
+
+        async for event in session.watch(subscribed):
             yield execution_pb2.WatchExecutionResponse(event=event)
 
     async def InterruptKernel(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from services.execution.errors import KernelNotFound, TooManyKernels
@@ -15,7 +16,7 @@ from services.shared.fanout import EventHub
 if TYPE_CHECKING:
     from reflow.execution.v1 import execution_pb2
     from services.execution.config import KernelSettings
-    from services.execution.follow import DeletionFollower
+    from services.execution.follow import ChangeFollower
     from services.execution.kernel.launcher import KernelLauncher
     from services.execution.kernel.process import KernelProcess
     from services.execution.recorder import ResultRecorder
@@ -31,7 +32,7 @@ class SessionManager:
         launcher: KernelLauncher,
         settings: KernelSettings,
         recorder: ResultRecorder,
-        follower: DeletionFollower | None = None,
+        follower: ChangeFollower | None = None,
     ) -> None:
         self._launcher = launcher
         self._follower = follower
@@ -42,6 +43,7 @@ class SessionManager:
             history=1, queue_size=4096
         )
         self._reaper: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
 
     def session(self, owner: str, notebook_id: str) -> Session:
         """The notebook's session, created on first use.
@@ -73,9 +75,9 @@ class SessionManager:
         return session
 
     def of_owner(self, owner: str) -> list[Session]:
-        """The owner's sessions that have a kernel, by notebook id."""
+        """The owner's sessions that have a live kernel, by notebook id."""
         return sorted(
-            (s for s in self._sessions.values() if s.owner == owner and s.kernel),
+            (s for s in self._live() if s.owner == owner),
             key=lambda s: s.notebook_id,
         )
 
@@ -94,17 +96,52 @@ class SessionManager:
         self._sessions.clear()
 
     async def _spawn(self, owner: str, notebook_id: str) -> KernelProcess:
-        live = [s for s in self._sessions.values() if s.kernel and s.kernel.alive]
-        if len(live) >= self._settings.max_kernels:
-            raise TooManyKernels("this service", self._settings.max_kernels)
-        mine = sum(1 for s in live if s.owner == owner)
-        if mine >= self._settings.max_kernels_per_user:
-            raise TooManyKernels("you", self._settings.max_kernels_per_user)
-        limit = self._settings.memory_limit_bytes or None
-        kernel = await self._launcher.spawn(limit)
+        # One start at a time: two runs must not both count a free place,
+        # or both evict the same kernel.
+        async with self._starting:
+            await self._make_room(owner, notebook_id)
+            limit = self._settings.memory_limit_bytes or None
+            kernel = await self._launcher.spawn(limit)
         if self._follower is not None:
             self._follower.follow(self._sessions[notebook_id])
         return kernel
+
+    async def _make_room(self, owner: str, notebook_id: str) -> None:
+        """Evict an idle kernel if a limit is reached; TooManyKernels if none is.
+
+        At a user's own limit, their longest-idle kernel goes. At the
+        service's limit, the longest-idle kernel of anyone goes, taken first
+        from users holding more than an even share, so one user cannot keep
+        everyone else out. Only when every candidate is busy is the run
+        refused, with a hint to retry.
+        """
+        settings = self._settings
+        live = [s for s in self._live() if s.notebook_id != notebook_id]
+        mine = [s for s in live if s.owner == owner]
+        if len(mine) >= settings.max_kernels_per_user:
+            victim = _longest_idle(mine)
+            if victim is None:
+                raise TooManyKernels("you", settings.max_kernels_per_user)
+        elif len(live) >= settings.max_kernels:
+            held = Counter(s.owner for s in live)
+            share = max(1, settings.max_kernels // len(held | {owner: 1}))
+            over = [s for s in live if held[s.owner] > share]
+            victim = _longest_idle(over) or _longest_idle(live)
+            if victim is None:
+                raise TooManyKernels("this service", settings.max_kernels)
+        else:
+            return
+        idle_s = time.time() - victim.last_activity
+        logger.info(
+            "evicting the kernel of notebook %s (idle %.0f s) for notebook %s",
+            victim.notebook_id,
+            idle_s,
+            notebook_id,
+        )
+        await victim.evict(idle_s)
+
+    def _live(self) -> list[Session]:
+        return [s for s in self._sessions.values() if s.kernel and s.kernel.alive]
 
     async def _reap_forever(self) -> None:
         idle_s = self._settings.idle_timeout_s
@@ -123,3 +160,8 @@ class SessionManager:
                     await session.shutdown()
                 if session.kernel is None and self._follower is not None:
                     self._follower.forget(session.notebook_id)
+
+
+def _longest_idle(sessions: list[Session]) -> Session | None:
+    idle = [s for s in sessions if not s.busy]
+    return min(idle, key=lambda s: s.last_activity, default=None)

@@ -9,7 +9,7 @@ from google.protobuf import json_format, timestamp_pb2
 
 from reflow.notebook.v1 import notebook_pb2
 from services.notebook.changes import Change, ChangeKind, Snapshot
-from services.notebook.models import CellStatus, CellType, NotebookSummary
+from services.notebook.models import CellStatus, CellType, NotebookSummary, RunMode
 from services.shared.dataflow import (
     CellAnalysisError,
     CycleError,
@@ -40,8 +40,15 @@ _STATUSES = {
     CellStatus.BLOCKED: notebook_pb2.CELL_STATUS_BLOCKED,
     CellStatus.STALE: notebook_pb2.CELL_STATUS_STALE,
     CellStatus.INTERRUPTED: notebook_pb2.CELL_STATUS_INTERRUPTED,
+    CellStatus.DISABLED: notebook_pb2.CELL_STATUS_DISABLED,
 }
 _STATUSES_BACK = {v: k for k, v in _STATUSES.items()}
+
+_RUN_MODES = {
+    RunMode.AUTOMATIC: notebook_pb2.RUN_MODE_AUTOMATIC,
+    RunMode.LAZY: notebook_pb2.RUN_MODE_LAZY,
+}
+_RUN_MODES_BACK = {v: k for k, v in _RUN_MODES.items()}
 
 _SYNTAX_LINE = re.compile(r"^syntax error at line (\d+)")
 
@@ -54,6 +61,11 @@ def cell_type_from_proto(value: notebook_pb2.CellType.ValueType) -> CellType | N
 def status_from_proto(value: notebook_pb2.CellStatus.ValueType) -> CellStatus | None:
     """The domain status, or None for UNSPECIFIED / unknown values."""
     return _STATUSES_BACK.get(value)
+
+
+def run_mode_from_proto(value: notebook_pb2.RunMode.ValueType) -> RunMode | None:
+    """The domain run mode, or None for UNSPECIFIED / unknown values."""
+    return _RUN_MODES_BACK.get(value)
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -73,6 +85,7 @@ def summary_to_proto(summary: NotebookSummary) -> notebook_pb2.Notebook:
         create_time=timestamp(summary.create_time),
         update_time=timestamp(summary.update_time),
         cell_count=summary.cell_count,
+        run_mode=_RUN_MODES[summary.run_mode],
     )
 
 
@@ -94,9 +107,15 @@ def cell_to_proto(view: CellView) -> notebook_pb2.Cell:
         reads=view.reads,
         writes=view.writes,
         status=_STATUSES[cell.status],
+        disabled=cell.disabled,
+        parent_ids=view.parents,
+        child_ids=view.children,
+        deletes=view.deletes,
     )
-    if view.error is not None:
-        message.analysis_error.CopyFrom(analysis_error_to_proto(view.error))
+    errors = [analysis_error_to_proto(error) for error in view.errors]
+    if errors:
+        message.analysis_error.CopyFrom(errors[0])
+        message.analysis_errors.extend(errors)
     if cell.result is not None:
         message.result.CopyFrom(result_from_json(cell.result))
     return message
@@ -108,8 +127,12 @@ def analysis_error_to_proto(error: GraphError) -> notebook_pb2.AnalysisError:
     message = notebook_pb2.AnalysisError(message=error.message)
     if isinstance(error, MultipleDefinitionError):
         message.kind = kinds.KIND_MULTIPLE_DEFINITION
-        message.names.append(error.name)
+        message.names.extend(error.names)
         message.cell_ids.extend(error.cells)
+        message.contested.extend(
+            notebook_pb2.ContestedName(name=contest.name, cell_ids=contest.cells)
+            for contest in error.contested
+        )
     elif isinstance(error, CycleError):
         message.kind = kinds.KIND_CYCLE
         message.cell_ids.extend(error.cells)

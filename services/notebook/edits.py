@@ -12,7 +12,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from services.notebook.errors import CellNotFound
-from services.notebook.models import Cell, CellId, CellStatus, Notebook
+from services.notebook.models import Cell, CellId, CellStatus, Notebook, RunMode
 from services.shared.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -41,6 +41,21 @@ def rename(notebook: Notebook, name: str, now: datetime) -> Notebook:
 def set_database_url(notebook: Notebook, url: str, now: datetime) -> Notebook:
     """Set (or, with "", clear) the database SQL cells run against."""
     return _next(notebook, now, database_url=url)
+
+
+def set_run_mode(notebook: Notebook, run_mode: RunMode, now: datetime) -> Notebook:
+    """Switch the notebook between automatic and lazy runs."""
+    return _next(notebook, now, run_mode=run_mode)
+
+
+def set_cell_disabled(
+    notebook: Notebook, cell_id: CellId, disabled: bool, now: datetime
+) -> Notebook:
+    """Disable or enable a cell."""
+    position = _position(notebook, cell_id)
+    new = dataclasses.replace(notebook.cells[position], disabled=disabled)
+    cells = (*notebook.cells[:position], new, *notebook.cells[position + 1 :])
+    return _next(notebook, now, cells=cells)
 
 
 def add_cell(
@@ -114,8 +129,17 @@ def record_result(
     result: Mapping[str, Any],
     now: datetime,
 ) -> Notebook:
-    """Store a cell's latest run result and status."""
+    """Store a cell's latest run result and status.
+
+    A STALE "result" is a lazy run marking the cell out of date, not a run
+    of it: the cell keeps its last result (its outputs are still what the
+    kernel holds) and only its status changes.
+    """
     position = _position(notebook, cell_id)
-    new = dataclasses.replace(notebook.cells[position], status=status, result=result)
+    old = notebook.cells[position]
+    if status is CellStatus.STALE:
+        new = dataclasses.replace(old, status=status)
+    else:
+        new = dataclasses.replace(old, status=status, result=result)
     cells = (*notebook.cells[:position], new, *notebook.cells[position + 1 :])
     return _next(notebook, now, cells=cells)

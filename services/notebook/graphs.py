@@ -5,6 +5,16 @@ notebook is cached with the revision it reflects, and an edit updates it
 incrementally (only cells whose code changed are re-analysed). When the cached
 graph is not at the revision just before an edit (first use, or another
 replica wrote the notebook), it is rebuilt from the document.
+
+What a cell shows of the graph's errors (`shown_errors`) follows marimo's
+rule that multiple definitions act where they are run: a cell that defines
+a name and ran successfully before another cell started defining it too
+*holds* the name. It keeps its value and shows no error until it is itself
+run (the execution service then fails it, and the recorded ERROR ends the
+hold) or edited (which makes it STALE); the newcomer shows the error at
+once. Holding is read from the stored statuses, not kept apart, so it
+survives a rebuilt graph and other replicas: the holder of a name is its
+first writer, in notebook order, whose status is SUCCESS.
 """
 
 from __future__ import annotations
@@ -12,15 +22,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from services.notebook.models import Cell, CellType, Notebook, NotebookId
+from services.notebook.models import Cell, CellStatus, CellType, Notebook, NotebookId
 from services.shared.dataflow import (
     CellAnalysis,
     CellId,
     DependencyGraph,
     GraphError,
+    MultipleDefinitionError,
     analyse_python,
     analyse_sql,
 )
+
+# Every cell's errors as shown: only cells with at least one are keys.
+ShownErrors = dict[CellId, tuple[GraphError, ...]]
 
 _NOTHING = CellAnalysis()
 
@@ -32,7 +46,15 @@ class CellView:
     cell: Cell
     reads: tuple[str, ...]
     writes: tuple[str, ...]
-    error: GraphError | None
+    errors: tuple[GraphError, ...] = ()
+    deletes: tuple[str, ...] = ()
+    parents: tuple[CellId, ...] = ()
+    children: tuple[CellId, ...] = ()
+
+    @property
+    def error(self) -> GraphError | None:
+        """The most basic of the cell's errors, if it has any."""
+        return self.errors[0] if self.errors else None
 
 
 def analyse(cell: Cell) -> CellAnalysis:
@@ -102,25 +124,60 @@ class NotebookGraphs:
             self._graphs.popitem(last=False)
 
 
-def cell_views(
+def shown_errors(
     notebook: Notebook,
     graph: DependencyGraph,
     errors: dict[CellId, GraphError] | None = None,
-) -> tuple[CellView, ...]:
-    """Every cell of the notebook with its analysis, in notebook order."""
+) -> ShownErrors:
+    """Every error of every cell, less the multiple definitions a cell holds."""
     if errors is None:
         errors = graph.errors()
-    return tuple(cell_view(cell, graph, errors) for cell in notebook.cells)
+    statuses = {cell.id: cell.status for cell in notebook.cells}
+    shown: ShownErrors = {}
+    for cell_id in errors:
+        found = graph.cell_errors(cell_id)
+        if statuses.get(cell_id) is CellStatus.SUCCESS:
+            found = tuple(
+                error for error in found if not _holds(cell_id, error, graph, statuses)
+            )
+        if found:
+            shown[cell_id] = found
+    return shown
 
 
-def cell_view(
-    cell: Cell, graph: DependencyGraph, errors: dict[CellId, GraphError]
-) -> CellView:
-    """One cell with its analysis."""
+def _holds(
+    cell_id: CellId,
+    error: GraphError,
+    graph: DependencyGraph,
+    statuses: dict[CellId, CellStatus],
+) -> bool:
+    if not isinstance(error, MultipleDefinitionError):
+        return False
+    position = graph.position(cell_id)
+    return not any(
+        statuses.get(other) is CellStatus.SUCCESS and graph.position(other) < position
+        for other in error.cells
+    )
+
+
+def cell_views(
+    notebook: Notebook, graph: DependencyGraph, shown: ShownErrors | None = None
+) -> tuple[CellView, ...]:
+    """Every cell of the notebook with its analysis, in notebook order."""
+    if shown is None:
+        shown = shown_errors(notebook, graph)
+    return tuple(cell_view(cell, graph, shown) for cell in notebook.cells)
+
+
+def cell_view(cell: Cell, graph: DependencyGraph, shown: ShownErrors) -> CellView:
+    """One cell with its analysis, its place in the graph and its errors."""
     analysis = graph.analysis(cell.id)
     return CellView(
         cell=cell,
         reads=tuple(sorted(analysis.reads)),
         writes=tuple(sorted(analysis.writes)),
-        error=errors.get(cell.id),
+        errors=shown.get(cell.id, ()),
+        deletes=tuple(sorted(analysis.deletes)),
+        parents=graph.in_order(graph.parents(cell.id)),
+        children=graph.in_order(graph.children(cell.id)),
     )

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 from services.notebook import edits, templates
 from services.notebook.changes import Change, ChangeKind, Snapshot
 from services.notebook.errors import NotebookNotFound, RevisionConflict
-from services.notebook.graphs import CellView, NotebookGraphs, cell_view, cell_views
+from services.notebook.graphs import (
+    CellView,
+    NotebookGraphs,
+    ShownErrors,
+    cell_view,
+    cell_views,
+    shown_errors,
+)
 from services.notebook.models import (
     Cell,
     CellId,
@@ -31,6 +38,7 @@ from services.notebook.models import (
     Notebook,
     NotebookId,
     NotebookSummary,
+    RunMode,
 )
 from services.shared.fanout import EventHub, Lagged
 
@@ -38,7 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Mapping
 
     from services.notebook.store import NotebookStore
-    from services.shared.dataflow import DependencyGraph, GraphError
+    from services.shared.dataflow import DependencyGraph
 
 
 def _now() -> datetime:
@@ -63,7 +71,7 @@ class _Edited:
     before: Notebook
     after: Notebook
     graph: DependencyGraph
-    errors: dict[CellId, GraphError]
+    shown: ShownErrors
     affected: tuple[CellView, ...]
 
 
@@ -150,6 +158,23 @@ class NotebookManager:
         )
         return done.after
 
+    async def set_run_mode(
+        self, owner: str, notebook_id: NotebookId, run_mode: RunMode, expected: int
+    ) -> Notebook:
+        """Switch the notebook between automatic and lazy runs."""
+        done = await self._edit(
+            owner,
+            notebook_id,
+            expected,
+            lambda nb, now: edits.set_run_mode(nb, run_mode, now),
+        )
+        self._publish(
+            Change(
+                ChangeKind.NOTEBOOK_CHANGED, done.after.revision, done.after.summary()
+            )
+        )
+        return done.after
+
     async def delete_notebook(
         self, owner: str, notebook_id: NotebookId, expected: int
     ) -> None:
@@ -208,6 +233,23 @@ class NotebookManager:
             notebook_id,
             expected,
             lambda nb, now: edits.update_cell(nb, cell_id, code, result_name, now),
+        )
+        return self._cell_changed(done, ChangeKind.CELL_UPDATED, cell_id)
+
+    async def set_cell_disabled(
+        self,
+        owner: str,
+        notebook_id: NotebookId,
+        cell_id: CellId,
+        disabled: bool,
+        expected: int,
+    ) -> CellChange:
+        """Disable or enable a cell (watchers see it as a cell update)."""
+        done = await self._edit(
+            owner,
+            notebook_id,
+            expected,
+            lambda nb, now: edits.set_cell_disabled(nb, cell_id, disabled, now),
         )
         return self._cell_changed(done, ChangeKind.CELL_UPDATED, cell_id)
 
@@ -366,22 +408,23 @@ class NotebookManager:
             await self._store.put(after, before.revision)
             graph = self._graphs.advance(before, after)
         errors = graph.errors()
+        shown = shown_errors(after, graph, errors)
         changed = {
             cell_id
             for cell_id in errors.keys() | errors_before.keys()
             if errors.get(cell_id) != errors_before.get(cell_id)
         }
         affected = tuple(
-            cell_view(cell, graph, errors)
+            cell_view(cell, graph, shown)
             for cell in after.cells
             if cell.id in changed and before.cell(cell.id) is cell
         )
-        return _Edited(before, after, graph, errors, affected)
+        return _Edited(before, after, graph, shown, affected)
 
     def _view(self, done: _Edited, cell_id: CellId) -> CellView:
         cell = done.after.cell(cell_id)
         assert cell is not None
-        return cell_view(cell, done.graph, done.errors)
+        return cell_view(cell, done.graph, done.shown)
 
     def _cell_changed(
         self,

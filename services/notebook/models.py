@@ -26,6 +26,7 @@ __all__ = [
     "CellStatus",
     "CellType",
     "Notebook",
+    "RunMode",
     "NotebookId",
     "NotebookSummary",
 ]
@@ -50,6 +51,14 @@ class CellStatus(enum.Enum):
     BLOCKED = "blocked"
     STALE = "stale"
     INTERRUPTED = "interrupted"
+    DISABLED = "disabled"
+
+
+class RunMode(enum.Enum):
+    """How a notebook reacts when cells run (see the proto's RunMode)."""
+
+    AUTOMATIC = "automatic"
+    LAZY = "lazy"
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class Cell:
     status: CellStatus = CellStatus.STALE
     # Canonical proto-JSON of reflow.notebook.v1.CellResult (see module doc).
     result: Mapping[str, Any] | None = None
+    # A disabled cell and its descendants do not run.
+    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ class Notebook:
     # The full SQLAlchemy URL, password included: masked only at the edge.
     database_url: str = ""
     cells: tuple[Cell, ...] = field(default=())
+    run_mode: RunMode = RunMode.AUTOMATIC
 
     def cell(self, cell_id: CellId) -> Cell | None:
         """Return the cell with this id, or None."""
@@ -97,6 +109,7 @@ class Notebook:
             update_time=self.update_time,
             database_url=self.database_url,
             cell_count=len(self.cells),
+            run_mode=self.run_mode,
         )
 
 
@@ -112,3 +125,4 @@ class NotebookSummary:
     update_time: datetime
     database_url: str
     cell_count: int
+    run_mode: RunMode = RunMode.AUTOMATIC

@@ -27,6 +27,9 @@ _RESULT_STATUSES = {
     CellStatus.ERROR,
     CellStatus.BLOCKED,
     CellStatus.INTERRUPTED,
+    CellStatus.DISABLED,
+    # A lazy run marks a cell out of date without running it.
+    CellStatus.STALE,
 }
 
 
@@ -136,6 +139,24 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
             notebook=convert.summary_to_proto(notebook.summary())
         )
 
+    async def SetRunMode(
+        self, request: notebook_pb2.SetRunModeRequest, context: Context
+    ) -> notebook_pb2.SetRunModeResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        run_mode = convert.run_mode_from_proto(request.run_mode)
+        if run_mode is None:
+            check.add("run_mode", "must be RUN_MODE_AUTOMATIC or RUN_MODE_LAZY")
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        assert run_mode is not None
+        notebook = await self._manager.set_run_mode(
+            current_user(), notebook_id, run_mode, request.expected_revision
+        )
+        return notebook_pb2.SetRunModeResponse(
+            notebook=convert.summary_to_proto(notebook.summary())
+        )
+
     async def DeleteNotebook(
         self, request: notebook_pb2.DeleteNotebookRequest, context: Context
     ) -> notebook_pb2.DeleteNotebookResponse:
@@ -194,6 +215,26 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
             request.expected_revision,
         )
         return notebook_pb2.UpdateCellResponse(**_edited_cell(change))
+
+    async def SetCellDisabled(
+        self, request: notebook_pb2.SetCellDisabledRequest, context: Context
+    ) -> notebook_pb2.SetCellDisabledResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        cell_id = _cell_id(check, request.cell_id)
+        check.not_negative("expected_revision", request.expected_revision)
+        check.raise_if_any()
+        change = await self._manager.set_cell_disabled(
+            current_user(),
+            notebook_id,
+            cell_id,
+            request.disabled,
+            request.expected_revision,
+        )
+        assert change.cell is not None
+        return notebook_pb2.SetCellDisabledResponse(
+            cell=convert.cell_to_proto(change.cell), revision=change.revision
+        )
 
     async def MoveCell(
         self, request: notebook_pb2.MoveCellRequest, context: Context
@@ -291,7 +332,10 @@ class NotebookInternalServicer(notebook_pb2_grpc.NotebookInternalServiceServicer
         if not request.HasField("result"):
             check.add("result", "is required")
         elif status not in _RESULT_STATUSES:
-            check.add("result.status", "must be SUCCESS, ERROR, BLOCKED or INTERRUPTED")
+            check.add(
+                "result.status",
+                "must be SUCCESS, ERROR, BLOCKED, INTERRUPTED, DISABLED or STALE",
+            )
         check.raise_if_any()
         assert status is not None
         revision = await self._manager.record_result(

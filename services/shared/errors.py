@@ -151,7 +151,11 @@ class PermissionDenied(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
-    """A quota or limit was hit (output cap, memory, rate)."""
+    """A quota or limit was hit (output cap, memory, rate).
+
+    ``retry_after_s``, when given, becomes a ``RetryInfo`` detail: how long
+    the caller should wait before trying again.
+    """
 
 
 class DeadlineExceeded(ServiceError):

@@ -15,7 +15,7 @@ from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.execution.clients import NotebookClient
 from services.execution.config import KernelSettings
-from services.execution.follow import DeletionFollower
+from services.execution.follow import ChangeFollower
 from services.execution.recorder import ResultRecorder
 from services.execution.server import build_server as build_execution
 from services.execution.sessions import SessionManager
@@ -162,7 +162,7 @@ async def stack(
     await notebook_server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{notebook_port}")
     recorder = ResultRecorder(NotebookClient(channel), tokens)
-    follower = DeletionFollower(NotebookClient(channel), tokens)
+    follower = ChangeFollower(NotebookClient(channel), tokens)
     sessions = SessionManager(launcher, kernel_settings, recorder, follower)
     execution_server, execution_port = build_execution(
         sessions, NotebookClient(channel), "127.0.0.1:0", tokens

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.execution.scheduler import blocked_by, plan_run
+from services.execution.scheduler import Request, blocked_by, plan, plan_run
 from services.shared.dataflow import CellId, DependencyGraph, analyse_python
 
 
@@ -139,3 +139,89 @@ def test_blocked_by_names_the_first_failure_on_the_path() -> None:
 
     assert blocked_by(graph, CellId("c"), failed) == "a"
     assert blocked_by(graph, CellId("a"), failed) is None
+
+
+@dataclass(frozen=True)
+class RequestCase:
+    name: str
+    cells: dict[str, str]
+    request: Request
+    order: list[str]
+    disabled: dict[str, str] = field(default_factory=dict)
+    mark_stale: list[str] = field(default_factory=list)
+
+
+def ids(*names: str) -> set[CellId]:
+    return {CellId(name) for name in names}
+
+
+CHAIN = {"a": "x = 1", "b": "y = x", "c": "z = y"}
+
+REQUEST_CASES = [
+    RequestCase(
+        "lazy runs only the cell and marks descendants stale",
+        CHAIN,
+        Request(cells=ids("a"), ran=ids("a", "b", "c"), lazy=True),
+        ["a"],
+        mark_stale=["b", "c"],
+    ),
+    RequestCase(
+        "lazy brings stale ancestors up to date",
+        CHAIN,
+        Request(cells=ids("c"), ran=ids("a", "b", "c"), lazy=True, stale=ids("b")),
+        ["b", "c"],
+    ),
+    RequestCase(
+        "lazy runs ancestors that never ran",
+        CHAIN,
+        Request(cells=ids("c"), lazy=True),
+        ["a", "b", "c"],
+    ),
+    RequestCase(
+        "a disabled cell stops everything below it",
+        {**CHAIN, "d": "w = x"},
+        Request(cells=ids("a"), ran=ids("a", "b", "c", "d"), disabled=ids("b")),
+        ["a", "b", "c", "d"],
+        disabled={"b": "b", "c": "b"},
+    ),
+    RequestCase(
+        "a disabled ancestor that ran still stops its descendants",
+        CHAIN,
+        Request(cells=ids("c"), ran=ids("a", "b", "c"), disabled=ids("a")),
+        ["c"],
+        disabled={"c": "a"},
+    ),
+    RequestCase(
+        "an unchanged import cell plans no dependents",
+        {"a": "import math", "b": "r = math.pi"},
+        Request(cells=ids("a"), ran=ids("a", "b"), quiet={CellId("a"): frozenset()}),
+        ["a"],
+    ),
+    RequestCase(
+        "an import cell plans the readers of what it newly imports",
+        {"a": "import math, os", "b": "r = math.pi", "c": "s = os.sep"},
+        Request(
+            cells=ids("a"),
+            ran=ids("a", "b", "c"),
+            quiet={CellId("a"): frozenset({"os"})},
+        ),
+        ["a", "c"],
+    ),
+    RequestCase(
+        "an ancestor with an analysis error is not added",
+        {"a": "x = 1", "b": "x = 2", "c": "print(x)"},
+        Request(cells=ids("c"), ran=ids("a")),
+        ["c"],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", REQUEST_CASES, ids=lambda c: c.name)
+def test_plan(case: RequestCase) -> None:
+    graph = graph_of(case.cells)
+
+    result = plan(graph, case.request, graph.errors())
+
+    assert list(result.order) == case.order
+    assert dict(result.disabled) == case.disabled
+    assert list(result.mark_stale) == case.mark_stale

@@ -236,8 +236,14 @@ async def test_get_and_list_kernels(stack: Stack) -> None:
 
 
 async def test_restart_gives_a_fresh_kernel(stack: Stack) -> None:
-    nb, a, b = await stack.notebook("import os\nx = os.getpid()", "print(x)")
-    first = await stack.run(nb, a)
+    # A mark kept by the process itself: a confined kernel's pid is the same
+    # in every fresh namespace, so it cannot tell processes apart.
+    mark = (
+        "import builtins, uuid\n"
+        "x = builtins.__dict__.setdefault('mark', uuid.uuid4().hex)"
+    )
+    nb, a, b = await stack.notebook(mark, "print(x)")
+    first = await stack.run(nb, a, b)
 
     await stack.execution.RestartKernel(
         execution_pb2.RestartKernelRequest(notebook_id=nb), metadata=stack.metadata()

@@ -23,6 +23,7 @@ from services.notebook.models import (
     CellType,
     Notebook,
     NotebookId,
+    RunMode,
 )
 from services.notebook.store import open_store
 from tests.notebook.local_dynamodb import fresh_table
@@ -74,8 +75,10 @@ EVERY_FIELD = Notebook(
             type=CellType.MARKDOWN,
             code="# 标题\n\n*emphasis* and a zero-width\u200bspace",
             status=CellStatus.STALE,
+            disabled=True,
         ),
     ),
+    run_mode=RunMode.LAZY,
 )
 
 # 1 MiB of code, not all ASCII, in one cell.

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import pytest
 
-from services.shared.dataflow import analyse_python, analyse_sql, parse_sql
+from services.shared.dataflow import (
+    analyse_python,
+    analyse_sql,
+    imports_only,
+    parse_sql,
+)
 
 
 @dataclass(frozen=True)
@@ -35,9 +41,15 @@ ASSIGNMENT = [
     case("bound before use is not a read", "x = 1\ny = x", writes="x y"),
     case("used before bound is a read", "y = x\nx = 1", writes="x y", reads="x"),
     case("self reference reads", "x = x + 1", writes="x", reads="x"),
-    case("augmented assignment reads and writes", "x += 1", writes="x", reads="x"),
+    case("augmented assignment only writes", "x += 1", writes="x"),
     case("augmented after binding", "x = 0\nx += 1", writes="x"),
-    case("augmented reads value", "total += step", writes="total", reads="step total"),
+    case("augmented reads its value", "total += step", writes="total", reads="step"),
+    case(
+        "augmented in a class body reads",
+        "class C:\n    n += 1",
+        writes="C",
+        reads="n",
+    ),
     case("annotated assignment", "x: int = 1", writes="x"),
     case(
         "annotated reads annotation",
@@ -450,7 +462,10 @@ EXCEPTIONS = [
 PRIVATE_AND_BUILTINS = [
     case("private write", "_x = 1", writes=""),
     case("private read", "y = _x", writes="y"),
-    case("dunder is private", "name = __name__", writes="name"),
+    case("dunder read is a builtin", "name = __name__", writes="name"),
+    case("dunder write is public", "__all__ = ['f']", writes="__all__"),
+    case("double underscore is public", "__x = 1\ny = __z", "__x y", "__z"),
+    case("double underscore alone is private", "__ = 1\ny = _", writes="y"),
     case("private function", "def _helper():\n    return x", reads="x"),
     case("builtin is not a read", "print(len(xs))", reads="xs"),
     case("display is provided by the kernel", "display(df)", reads="df"),
@@ -603,7 +618,40 @@ SQL_CASES = [
         {"s"},
     ),
     SqlCase(
-        "qualified table is the database's", "select * from public.orders", "r", {"r"}
+        "qualified table is read qualified",
+        "select * from public.orders",
+        "r",
+        {"r"},
+        {"public.orders"},
+    ),
+    SqlCase(
+        "create table writes it and is no read of it",
+        "create table t as select * from src",
+        "r",
+        {"r", "t"},
+        {"src"},
+    ),
+    SqlCase(
+        "create or replace view",
+        "create or replace view v as select * from t",
+        "",
+        {"v"},
+        {"t"},
+    ),
+    SqlCase(
+        "create qualified table writes the qualified name",
+        "create table s.t (a int)",
+        "",
+        {"s.t"},
+        set(),
+    ),
+    SqlCase("attach writes the database", "attach 'file.db' as db", "", {"db"}, set()),
+    SqlCase(
+        "a table read after it is created is no read",
+        "create table t as select 1; select * from t",
+        "r",
+        {"r", "t"},
+        set(),
     ),
     SqlCase(
         "subquery table",
@@ -648,3 +696,45 @@ def test_sql_template_splits_text_around_placeholders() -> None:
 
     assert template.names == ("t", "lo")
     assert template.texts == ("select {1}, '{x}' from ", " where a = ", "")
+
+
+@pytest.mark.parametrize(
+    ("code", "deletes"),
+    [
+        ("del x", {"x"}),
+        ("del x, y", {"x", "y"}),
+        ("x = 1\ndel x", set()),
+        ("del _x", set()),
+        ("def f():\n    global x\n    del x", set()),
+        ("del d[k]", set()),
+    ],
+    ids=["global", "two", "bound first", "private", "in a function", "item"],
+)
+def test_deletes_are_top_level_deletions_of_other_cells_names(
+    code: str, deletes: set[str]
+) -> None:
+    assert analyse_python(code).deletes == deletes
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("import os", True),
+        ("import os\nfrom math import pi as p", True),
+        ("import os\nx = 1", False),
+        ("", False),
+        ("import (", False),
+    ],
+)
+def test_imports_only(code: str, expected: bool) -> None:
+    assert imports_only(code) is expected
+
+
+def test_the_grammar_is_the_running_pythons() -> None:
+    analysis = analyse_python("type Pair = tuple[int, int]")
+
+    if sys.version_info >= (3, 12):
+        assert analysis.writes == {"Pair"}
+    else:
+        assert analysis.error is not None
+        assert analysis.error.startswith("syntax error")

@@ -20,10 +20,13 @@ from services.shared.dataflow import (
 
 
 def graph_of(cells: dict[str, str]) -> DependencyGraph:
-    """A graph of Python cells, in the dict's order."""
+    """A graph of Python cells (SQL ones when the code starts with `sql:`,
+    their result unbound), in the dict's order."""
     graph = DependencyGraph()
     for cell_id, code in cells.items():
-        graph.set_cell(CellId(cell_id), analyse_python(code))
+        sql = code.removeprefix("sql:")
+        analysis = analyse_sql(sql, "") if sql != code else analyse_python(code)
+        graph.set_cell(CellId(cell_id), analysis)
     return graph
 
 
@@ -44,6 +47,54 @@ class EdgeCase:
 
 
 EDGE_CASES = [
+    EdgeCase(
+        "a deleter runs after every reader",
+        {"a": "x = 1", "b": "print(x)", "c": "y = x + 1", "d": "del x"},
+        {"a": {"b", "c", "d"}, "b": {"d"}, "c": {"d"}, "d": set()},
+    ),
+    EdgeCase(
+        "a deleter above its readers still follows them",
+        {"d": "del x", "a": "x = 1", "b": "print(x)"},
+        {"a": {"b", "d"}, "b": {"d"}, "d": set()},
+    ),
+    EdgeCase(
+        "binding then deleting is only a write",
+        {"a": "x = 1\ndel x", "b": "print(x)"},
+        {"a": {"b"}, "b": set()},
+    ),
+    EdgeCase(
+        "augmented assignment is a write, not a read",
+        {"a": "n = 1", "b": "total = 0\ntotal += n", "c": "print(total)"},
+        {"a": {"b"}, "b": {"c"}, "c": set()},
+    ),
+    EdgeCase(
+        "dunder names link cells",
+        {"a": "__version__ = '1'", "b": "print(__version__)"},
+        {"a": {"b"}, "b": set()},
+    ),
+    EdgeCase(
+        "a view over a table another SQL cell created",
+        {
+            "a": "sql: create table t as select 1 as n",
+            "b": "sql: create or replace view v as select * from t",
+            "c": "sql: select * from v",
+        },
+        {"a": {"b"}, "b": {"c"}, "c": set()},
+    ),
+    EdgeCase(
+        "a schema-qualified table is not the Python schema variable",
+        {
+            "a": "sales = 1",
+            "b": "sql: create table sales.q1 (n int)",
+            "c": "sql: select * from sales.q1",
+        },
+        {"a": set(), "b": {"c"}, "c": set()},
+    ),
+    EdgeCase(
+        "an attached database is defined by the ATTACH",
+        {"a": "sql: attach 'x.db' as db", "b": "print(db)"},
+        {"a": {"b"}, "b": set()},
+    ),
     EdgeCase(
         "chain",
         {"a": "x = 1", "b": "y = x", "c": "z = y"},
@@ -130,6 +181,12 @@ class PlanCase:
 
 
 PLAN_CASES = [
+    PlanCase(
+        "running the writer orders the deleter after the readers",
+        {"d": "del x", "a": "x = 1", "b": "print(x)", "c": "y = x"},
+        "a",
+        ["a", "b", "c", "d"],
+    ),
     PlanCase("chain", {"a": "x = 1", "b": "y = x", "c": "z = y"}, "a", ["a", "b", "c"]),
     PlanCase(
         "middle of chain", {"a": "x = 1", "b": "y = x", "c": "z = y"}, "b", ["b", "c"]
@@ -217,7 +274,7 @@ def test_unknown_cell_is_a_key_error() -> None:
 def describe(error: GraphError) -> tuple[str, ...]:
     """An error as comparable plain data."""
     if isinstance(error, MultipleDefinitionError):
-        return ("multiple", error.name, *error.cells)
+        return ("multiple", *error.names, *error.cells)
     if isinstance(error, CycleError):
         return ("cycle", *error.cells)
     return ("analysis",)
@@ -287,6 +344,35 @@ ERROR_CASES = [
         {"a": ("multiple", "x", "b"), "b": ("multiple", "x", "a")},
     ),
     ErrorCase("private names may repeat", {"a": "_x = 1", "b": "_x = 2"}),
+    ErrorCase(
+        "every contested name is listed",
+        {"a": "x = 1\ny = 2", "b": "x = 3", "c": "y = 4\nx = 5"},
+        {
+            "a": ("multiple", "x", "y", "b", "c"),
+            "b": ("multiple", "x", "a", "c"),
+            "c": ("multiple", "x", "y", "a", "b"),
+        },
+    ),
+    ErrorCase(
+        "two deleters of one name are a cycle",
+        {"a": "x = 1", "b": "del x", "c": "del x"},
+        {"b": ("cycle", "b", "c"), "c": ("cycle", "b", "c")},
+    ),
+    ErrorCase(
+        "deleter defining what a reader needs is a cycle",
+        {"a": "x = 1", "b": "print(x, y)", "c": "del x\ny = 2"},
+        {"b": ("cycle", "b", "c"), "c": ("cycle", "b", "c")},
+    ),
+    ErrorCase(
+        "dunder names are public and can be contested",
+        {"a": "__all__ = ['f']", "b": "__all__ = []"},
+        {"a": ("multiple", "__all__", "b"), "b": ("multiple", "__all__", "a")},
+    ),
+    ErrorCase(
+        "a SQL table and a Python global of one name are contested",
+        {"a": "t = 1", "b": "sql: create table t as select 1"},
+        {"a": ("multiple", "t", "b"), "b": ("multiple", "t", "a")},
+    ),
 ]
 
 
@@ -307,13 +393,25 @@ def test_cell_errors_lists_every_error() -> None:
     assert errors == [("multiple", "x", "a"), ("cycle", "a", "b")]
 
 
-def test_error_messages_name_the_name_and_cells() -> None:
-    graph = graph_of({"a": "x = 1", "b": "x = 2", "c": "u = v", "d": "v = u"})
+def test_error_messages_name_cells_by_position() -> None:
+    graph = graph_of(
+        {"a": "x = 1\ny = 1", "b": "x = 2", "c": "u = v", "d": "v = u", "e": "y = 3"}
+    )
 
     messages = {cell: error.message for cell, error in graph.errors().items()}
 
-    assert messages[CellId("a")] == "'x' is also defined by cell(s) b"
-    assert messages[CellId("c")] == "cells c, d form a dependency cycle"
+    assert messages[CellId("a")] == (
+        "'x' is also defined by cell 2; 'y' is also defined by cell 5"
+    )
+    assert messages[CellId("c")] == "cells 3 and 4 form a dependency cycle"
+
+
+def test_error_messages_follow_moves() -> None:
+    graph = graph_of({"a": "x = 1", "b": "x = 2"})
+
+    graph.move_cell(CellId("b"), 0)
+
+    assert graph.errors()[CellId("a")].message == "'x' is also defined by cell 1"
 
 
 def test_analysis_error_message_is_the_analysers() -> None:
@@ -509,6 +607,8 @@ def random_code(rng: random.Random) -> str:
     writes = rng.sample(NAMES, rng.randint(0, 2))
     reads = rng.sample(NAMES, rng.randint(0, 2))
     lines = [f"{name} = {' + '.join(reads) or '0'}" for name in writes]
+    if rng.random() < 0.2:
+        lines.append(f"del {rng.choice(NAMES)}")
     return "\n".join(lines) or f"print({', '.join(reads)})"
 
 

@@ -13,7 +13,7 @@ Where a query runs depends on the notebook:
 
 * Without a database URL, in the kernel's own DuckDB (one in-memory
   connection, opened on first use). Tables the query names
-  (`table_names`) that are DataFrames in the kernel's namespace are
+  (`sql_tables`) that are DataFrames in the kernel's namespace are
   registered for the duration of the query, so `SELECT * FROM sales` reads
   the DataFrame `sales`. DuckDB's own lookup of Python variables is turned
   off: it would search the kernel's frames, not the user's namespace.
@@ -42,7 +42,7 @@ from services.shared.patterns import QUERY_PASSWORD, URL_PASSWORD
 from services.shared.redaction import mask_url_password
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, MutableMapping
+    from collections.abc import Iterable, Mapping, MutableMapping
 
     import duckdb
     import pandas as pd
@@ -89,6 +89,27 @@ class SqlRunner:
             namespace[result_name] = result
         return result
 
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop the kernel's own DuckDB tables and views of these names.
+
+        A cell's names are deleted before it runs again; for a SQL cell they
+        include what it created (`CREATE TABLE t`), which lives in DuckDB,
+        not in the namespace. Only the in-kernel DuckDB is touched: a
+        notebook's own database is the user's to manage.
+        """
+        connection = self._duckdb
+        if connection is None:
+            return
+        for name in names:
+            if not all(part.isidentifier() for part in name.split(".")):
+                continue
+            quoted = ".".join(f'"{part}"' for part in name.split("."))
+            for kind in ("VIEW", "TABLE"):
+                try:
+                    connection.execute(f"DROP {kind} IF EXISTS {quoted}")
+                except Exception:  # noqa: BLE001, S112 - the other kind, or an attached db
+                    continue
+
     def close(self) -> None:
         """Close the DuckDB connection and dispose of every engine."""
         if self._duckdb is not None:
@@ -101,7 +122,7 @@ class SqlRunner:
     def _run_on_duckdb(
         self, template: SqlTemplate, namespace: Mapping[str, Any]
     ) -> pd.DataFrame:
-        from services.shared.dataflow.sql import table_names
+        from services.shared.dataflow.sql import sql_tables
 
         frames: dict[str, object] = {}
         params: dict[str, object] = {}
@@ -118,7 +139,7 @@ class SqlRunner:
                 params[key] = _bindable(value)
                 parts.append(f"${key}")
             parts.append(text)
-        for table in table_names(template):
+        for table in sql_tables(template).reads:
             value = namespace.get(table)
             if _is_dataframe(value):
                 frames.setdefault(table, value)

@@ -11,7 +11,8 @@ service over the unix socket N (`protocol.py`). It sends
   expression's value, then the matplotlib figures left open), and finally
   `done` with the status, the error and the duration.
 * `delete_names` deletes names from the namespace and answers
-  `names_deleted`.
+  `names_deleted`; a name ending in `*` deletes every name with that prefix
+  (a cell's renamed private names, `private.py`).
 
 The kernel is dumb on purpose: one namespace (a fresh `__main__` module), no
 knowledge of the dependency graph. The service decides what runs and passes
@@ -56,6 +57,7 @@ from reflow.execution.v1 import kernel_pb2
 from reflow.notebook.v1 import notebook_pb2
 from services.execution.kernel.capture import OutputCapture
 from services.execution.kernel.outputs import figure_output, outputs_for
+from services.execution.kernel.private import WILDCARD, demangle, rename_private
 from services.execution.kernel.protocol import read_frame, write_frame
 from services.execution.kernel.sql import SqlError, SqlRunner
 from services.execution.kernel.tracebacks import (
@@ -195,6 +197,8 @@ class Kernel:
         except BaseException as error:  # noqa: BLE001 - SystemExit too: the cell fails, not the kernel
             done.status = notebook_pb2.CELL_STATUS_ERROR
             done.error.CopyFrom(cell_error(error))
+            done.error.message = demangle(done.error.message, request.cell_id)
+            done.error.traceback = demangle(done.error.traceback, request.cell_id)
         finally:
             self._interrupts.disarm()
             self._cell_id = None
@@ -206,7 +210,13 @@ class Kernel:
     def delete_names(self, names: Iterable[str]) -> None:
         """Remove names from the namespace (missing ones are fine)."""
         for name in names:
-            self.namespace.pop(name, None)
+            if name.endswith(WILDCARD):
+                start = name.removesuffix(WILDCARD)
+                for key in [key for key in self.namespace if key.startswith(start)]:
+                    del self.namespace[key]
+            else:
+                self.namespace.pop(name, None)
+        self._sql.forget(name for name in names if not name.endswith(WILDCARD))
 
     def display(self, *objs: object) -> None:
         """Show each object as an output of the running cell, in order."""
@@ -239,7 +249,7 @@ class Kernel:
     def _run_python(self, cell_id: str, code: str) -> object:
         """Run the cell; the value of its last expression, or _NO_VALUE."""
         filename = register_source(cell_id, code)
-        tree = ast.parse(code, filename=filename)
+        tree = rename_private(ast.parse(code, filename=filename), cell_id)
         final = tree.body[-1] if tree.body else None
         last: ast.Expression | None = None
         if isinstance(final, ast.Expr) and not _ends_with_semicolon(code):

@@ -372,7 +372,7 @@ class NotebookSession {
     else if (event.cellUpdated) this.views.get(event.cellUpdated.cell.id)?.setCell(event.cellUpdated.cell);
     else if (event.cellMoved) this.moveCell(event.cellMoved.cellId, event.cellMoved.index ?? 0);
     else if (event.cellDeleted) this.removeCell(event.cellDeleted.cellId);
-    else if (event.notebookChanged) this.setName(event.notebookChanged.notebook.name);
+    else if (event.notebookChanged) this.setSettings(event.notebookChanged.notebook);
     else if (event.cellResultRecorded) {
       const { cellId, result } = event.cellResultRecorded;
       this.views.get(cellId)?.setResult(result);
@@ -383,7 +383,7 @@ class NotebookSession {
   applySnapshot(notebook) {
     this.retries = 0;
     this.setConnection("live");
-    this.setName(notebook.name);
+    this.setSettings(notebook);
     const cells = notebook.cells || [];
     const kept = new Set(cells.map((cell) => cell.id));
     for (const id of this.order) if (!kept.has(id)) this.views.get(id).root.remove();
@@ -422,6 +422,25 @@ class NotebookSession {
     this.views.get(id)?.root.remove();
     this.views.delete(id);
     this.order = this.order.filter((other) => other !== id);
+  }
+
+  setSettings(notebook) {
+    this.setName(notebook.name);
+    byId("lazy").checked = notebook.runMode === "RUN_MODE_LAZY";
+  }
+
+  setRunMode(lazy) {
+    const runMode = lazy ? "RUN_MODE_LAZY" : "RUN_MODE_AUTOMATIC";
+    api("PUT", `/api/v1/notebooks/${encodeURIComponent(this.id)}/run_mode`, { runMode }).catch((error) => {
+      if (error.status !== 401) notify(`Cannot change the run mode: ${error.message}`, "error");
+    });
+  }
+
+  setDisabled(view, disabled) {
+    const path = `/api/v1/notebooks/${encodeURIComponent(this.id)}/cells/${encodeURIComponent(view.id)}/disabled`;
+    api("PUT", path, { disabled }).catch((error) => {
+      if (error.status !== 401) notify(`Cannot ${disabled ? "disable" : "enable"} the cell: ${error.message}`, "error");
+    });
   }
 
   setName(name) {
@@ -636,6 +655,9 @@ class CellView {
     this.runButton = button("▶", "Run (Shift+Enter)", () => this.session.runCell(this), "run");
     this.upButton = button("↑", "Move up", () => this.session.move(this, -1));
     this.downButton = button("↓", "Move down", () => this.session.move(this, 1));
+    this.disableButton = button("⏸", "Disable cell", () =>
+      this.session.setDisabled(this, !this.cell.disabled),
+    );
     const header = h(
       "div",
       { class: "cell-header" },
@@ -648,6 +670,7 @@ class CellView {
       h("span", { class: "spacer" }),
       this.duration,
       this.runButton,
+      this.disableButton,
       this.upButton,
       this.downButton,
       button("+", "Add a Python cell below", () => this.addBelow()),
@@ -705,6 +728,9 @@ class CellView {
     const sql = this.type === "CELL_TYPE_SQL";
     this.resultName.hidden = !sql;
     if (document.activeElement !== this.resultName) this.resultName.value = cell.resultName || "";
+    this.root.classList.toggle("disabled", Boolean(cell.disabled));
+    this.disableButton.textContent = cell.disabled ? "⏵" : "⏸";
+    this.disableButton.title = cell.disabled ? "Enable cell" : "Disable cell";
     this.showDeps();
     this.showAnalysisError();
     this.showEditor();
@@ -716,13 +742,18 @@ class CellView {
     const parts = [];
     if (this.cell.reads?.length) parts.push(`reads ${this.cell.reads.join(", ")}`);
     if (this.cell.writes?.length) parts.push(`writes ${this.cell.writes.join(", ")}`);
+    const position = (id) => {
+      const index = this.session.order.indexOf(id);
+      return index < 0 ? "a cell" : `cell ${index + 1}`;
+    };
+    if (this.cell.parentIds?.length) parts.push(`after ${this.cell.parentIds.map(position).join(", ")}`);
     this.deps.textContent = parts.join(" · ");
   }
 
   showAnalysisError() {
-    const problem = this.cell.analysisError;
-    this.analysis.hidden = !problem;
-    if (problem) this.analysis.textContent = problem.message || "This cell cannot run.";
+    const problems = this.cell.analysisErrors || (this.cell.analysisError ? [this.cell.analysisError] : []);
+    this.analysis.hidden = problems.length === 0;
+    this.analysis.textContent = problems.map((p) => p.message || "This cell cannot run.").join("\n");
   }
 
   /** Markdown shows its rendering unless being edited (or empty). */
@@ -815,17 +846,23 @@ class CellView {
 
   /** Why a cell did not run: the upstream cell that failed, one click away. */
   showNote() {
-    const blocker = this.result?.blockedByCellId;
-    this.note.hidden = !blocker;
-    if (!blocker) return;
+    const disabler = this.result?.disabledByCellId;
+    const disabled = statusName(this.result?.status) === "disabled";
+    const blocker = this.result?.blockedByCellId || disabler;
+    this.note.hidden = !blocker && !disabled;
+    if (!blocker) {
+      if (disabled) this.note.textContent = "Not run: the cell is disabled.";
+      return;
+    }
+    const why = disabler ? "is disabled" : "failed";
     const index = this.session.order.indexOf(blocker);
     if (index < 0) {
-      this.note.textContent = "Not run: a cell it depends on failed.";
+      this.note.textContent = `Not run: a cell it depends on ${why}.`;
       return;
     }
     const show = () => this.session.views.get(blocker)?.reveal();
     this.note.replaceChildren(
-      `Not run: cell ${index + 1}, which it depends on, failed. `,
+      `Not run: cell ${index + 1}, which it depends on, ${why}. `,
       h("button", { type: "button", class: "link", text: "Show it", onclick: show }),
     );
   }
@@ -1086,6 +1123,7 @@ function wire() {
   byId("create-form").addEventListener("submit", createNotebook);
   byId("back").addEventListener("click", () => closeNotebook());
   byId("run-stale").addEventListener("click", () => app.notebook?.runStale());
+  byId("lazy").addEventListener("change", (event) => app.notebook?.setRunMode(event.target.checked));
   byId("interrupt").addEventListener("click", () => app.notebook?.interrupt());
   byId("restart").addEventListener("click", () => app.notebook?.restart());
   for (const button of document.querySelectorAll("[data-add]")) {

@@ -32,6 +32,7 @@ from services.notebook.models import (
     CellType,
     Notebook,
     NotebookId,
+    RunMode,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ FORMAT = 1
 # breaks ties so that notebooks created in the same instant still page stably.
 ListingKey = tuple[datetime, NotebookId]
 
-_E = TypeVar("_E", CellType, CellStatus)
+_E = TypeVar("_E", CellType, CellStatus, RunMode)
 
 
 class DocumentError(ValueError):
@@ -61,6 +62,7 @@ def notebook_to_document(notebook: Notebook) -> dict[str, Any]:
         "create_time": time_to_text(notebook.create_time),
         "update_time": time_to_text(notebook.update_time),
         "database_url": notebook.database_url,
+        "run_mode": notebook.run_mode.value,
         "cells": [cell_to_document(cell) for cell in notebook.cells],
     }
 
@@ -79,6 +81,7 @@ def notebook_from_document(document: object) -> Notebook:
         create_time=time_from_text(_text(fields, "create_time")),
         update_time=time_from_text(_text(fields, "update_time")),
         database_url=_text(fields, "database_url"),
+        run_mode=run_mode_from(fields.get("run_mode")),
         cells=tuple(
             cell_from_document(cell, f"cells[{position}]")
             for position, cell in enumerate(_list(fields, "cells"))
@@ -143,6 +146,7 @@ def cell_to_document(cell: Cell) -> dict[str, Any]:
         "result_name": cell.result_name,
         "status": cell.status.value,
         "result": None if cell.result is None else dict(cell.result),
+        "disabled": cell.disabled,
     }
 
 
@@ -160,7 +164,18 @@ def cell_from_document(document: object, where: str = "cell") -> Cell:
         result_name=_text(fields, "result_name", where),
         status=_enum(CellStatus, _text(fields, "status", where), f"{where}.status"),
         result=result,
+        # Documents written before cells could be disabled lack the key.
+        disabled=fields.get("disabled") is True,
     )
+
+
+def run_mode_from(value: object) -> RunMode:
+    """A stored run mode; documents written before run modes lack it."""
+    if value is None:
+        return RunMode.AUTOMATIC
+    if not isinstance(value, str):
+        raise DocumentError("run_mode is not a string")
+    return _enum(RunMode, value, "run_mode")
 
 
 def _mapping(value: object, where: str) -> Mapping[str, Any]:

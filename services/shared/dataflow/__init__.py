@@ -15,10 +15,12 @@ from services.shared.dataflow.analysis import (
     CellAnalysis,
     analyse_python,
     analyse_sql,
+    imports_only,
     is_private,
 )
 from services.shared.dataflow.errors import (
     CellAnalysisError,
+    Contest,
     CycleError,
     GraphError,
     MultipleDefinitionError,
@@ -32,6 +34,7 @@ __all__ = [
     "CellAnalysis",
     "CellAnalysisError",
     "CellId",
+    "Contest",
     "CycleError",
     "DependencyGraph",
     "GraphError",
@@ -39,6 +42,7 @@ __all__ = [
     "SqlTemplate",
     "analyse_python",
     "analyse_sql",
+    "imports_only",
     "is_private",
     "parse_sql",
 ]

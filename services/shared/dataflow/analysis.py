@@ -9,14 +9,19 @@ Rules (marimo's, with the choices below where marimo is silent or loose):
 
 * Writes are the globals the cell binds; reads are the globals it uses
   without binding them first (see `visitor.py` for the scoping model).
-* Names starting with `_` are private to the cell: never reads or writes.
+* Names starting with one `_` are private to the cell: never reads or
+  writes (`_x`, and marimo's `__` alone). Dunder names (`__all__`) and
+  other names starting with two underscores are ordinary public names.
 * Builtins the cell uses without binding are kept apart in `builtin_reads`:
   they are not dependencies, except on a cell that rebinds the builtin (as in
   marimo, `print = log` in one cell reroutes `print` in the others).
 * `x: int` with no value is a write, as in marimo (the annotation declares
   the cell owns `x`), although Python binds nothing.
 * `del x` reads `x` when the cell did not bind it first, and is never a
-  write; a name the cell binds and later deletes stays a write (marimo).
+  write; such a name is also among the cell's `deletes`, which the graph
+  orders after every other reader of `x`. A name the cell binds and later
+  deletes stays a write (marimo).
+* `x += 1` at the top level writes `x` and does not read it (marimo).
 * `except E as e` binds nothing: Python deletes `e` when the handler ends.
 * `from __future__ import ...` binds nothing.
 * A name used in a function, lambda or generator-expression body is not a
@@ -35,7 +40,7 @@ import builtins
 import keyword
 from dataclasses import dataclass
 
-from services.shared.dataflow.sql import parse_sql, table_names
+from services.shared.dataflow.sql import parse_sql, sql_tables
 from services.shared.dataflow.visitor import CellNames, ImportStarError, find_names
 
 # `display` is provided by every kernel (as in IPython), so like a builtin it
@@ -50,13 +55,15 @@ class CellAnalysis:
     """The global names one cell writes and reads, or why they are unknown.
 
     `builtin_reads` are builtins used but not bound by the cell; they link
-    the cell only to a cell that rebinds one of them.
+    the cell only to a cell that rebinds one of them. `deletes` are the
+    reads the cell deletes (`del x` at the top level).
     """
 
     writes: frozenset[str] = frozenset()
     reads: frozenset[str] = frozenset()
     error: str | None = None
     builtin_reads: frozenset[str] = frozenset()
+    deletes: frozenset[str] = frozenset()
 
     @classmethod
     def failed(cls, error: str) -> CellAnalysis:
@@ -94,21 +101,40 @@ def analyse_sql(code: str, result_name: str) -> CellAnalysis:
             f"invalid result name {result_name!r}: it must be a Python identifier"
         )
     template = parse_sql(code)
-    referenced = set(template.names) | table_names(template)
-    public = {
-        name for name in referenced if name.isidentifier() and not is_private(name)
-    }
-    bound = result_name and not is_private(result_name)
+    tables = sql_tables(template)
+    referenced = set(template.names) | tables.reads
+    public = {name for name in referenced if _is_public_sql_name(name)}
+    writes = {name for name in tables.writes if _is_public_sql_name(name)}
+    if result_name and not is_private(result_name):
+        writes.add(result_name)
     return CellAnalysis(
-        writes=frozenset({result_name}) if bound else frozenset(),
-        reads=frozenset(public - BUILTINS),
+        writes=frozenset(writes),
+        reads=frozenset(public - BUILTINS - writes),
         builtin_reads=frozenset(public & BUILTINS),
     )
 
 
 def is_private(name: str) -> bool:
-    """Whether `name` is private to its cell (starts with an underscore)."""
-    return name.startswith("_")
+    """Whether `name` is private to its cell (one leading underscore, or `__`)."""
+    return name == "__" or (name.startswith("_") and not name.startswith("__"))
+
+
+def imports_only(code: str) -> bool:
+    """Whether a Python cell is nothing but import statements (and parses)."""
+    try:
+        body = ast.parse(code).body
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+    return bool(body) and all(
+        isinstance(node, ast.Import | ast.ImportFrom) for node in body
+    )
+
+
+def _is_public_sql_name(name: str) -> bool:
+    # A qualified table (`schema.table`) is one name; every part must be an
+    # identifier, and the table itself must not be private.
+    parts = name.split(".")
+    return all(part.isidentifier() for part in parts) and not is_private(parts[-1])
 
 
 def _is_identifier(name: str) -> bool:
@@ -125,6 +151,7 @@ def _classify(names: CellNames) -> CellAnalysis:
         writes=frozenset(writes),
         reads=frozenset(public - BUILTINS),
         builtin_reads=frozenset(public & BUILTINS),
+        deletes=frozenset(public & names.deleted),
     )
 
 

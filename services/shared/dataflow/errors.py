@@ -3,17 +3,22 @@
 These are values, not exceptions: `DependencyGraph.errors()` reports the
 state of each cell, and a cell keeps its error until an edit resolves it.
 Every error carries a human-readable `message`, which is what a client shows
-next to the cell; the other fields let code act on the error (for example,
-link to the other cells that define the same name).
+next to the cell; it names other cells the way the user sees them (`cell 3`,
+their position in the notebook), since ids mean nothing on screen. The other
+fields let code act on the error (link to the other definers, draw a cycle).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from services.shared.dataflow.ids import CellId
+
+    Label = Callable[[CellId], str]
 
 
 @dataclass(frozen=True)
@@ -29,19 +34,38 @@ class CellAnalysisError(GraphError):
 
 
 @dataclass(frozen=True)
-class MultipleDefinitionError(GraphError):
-    """The cell writes `name`, and so do `cells` (the other writers)."""
+class Contest:
+    """A name the cell writes, and the other cells that write it too."""
 
-    message: str = field(init=False)
     name: str
     cells: tuple[CellId, ...]
 
-    def __post_init__(self) -> None:
-        others = ", ".join(self.cells)
-        # The dataclass is frozen; the message is derived, so it is set once
-        # here rather than asked of every caller.
-        object.__setattr__(
-            self, "message", f"'{self.name}' is also defined by cell(s) {others}"
+
+@dataclass(frozen=True)
+class MultipleDefinitionError(GraphError):
+    """Names the cell writes that other cells write too: every one of them."""
+
+    contested: tuple[Contest, ...]
+
+    @classmethod
+    def of(cls, contested: Sequence[Contest], label: Label) -> MultipleDefinitionError:
+        """The error for these contests, its message naming cells by `label`."""
+        parts = [
+            f"'{contest.name}' is also defined by {_cells(contest.cells, label)}"
+            for contest in contested
+        ]
+        return cls(message="; ".join(parts), contested=tuple(contested))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The contested names, sorted."""
+        return tuple(contest.name for contest in self.contested)
+
+    @property
+    def cells(self) -> tuple[CellId, ...]:
+        """Every other cell involved, in the order they are first named."""
+        return tuple(
+            dict.fromkeys(c for contest in self.contested for c in contest.cells)
         )
 
 
@@ -49,9 +73,22 @@ class MultipleDefinitionError(GraphError):
 class CycleError(GraphError):
     """The cell is on a dependency cycle made of `cells` (notebook order)."""
 
-    message: str = field(init=False)
     cells: tuple[CellId, ...]
 
-    def __post_init__(self) -> None:
-        members = ", ".join(self.cells)
-        object.__setattr__(self, "message", f"cells {members} form a dependency cycle")
+    @classmethod
+    def of(cls, cells: Sequence[CellId], label: Label) -> CycleError:
+        """The error for a cycle of `cells`, its message naming them by `label`."""
+        members = _listed([label(cell) for cell in cells])
+        return cls(message=f"{members} form a dependency cycle", cells=tuple(cells))
+
+
+def _cells(cells: Sequence[CellId], label: Label) -> str:
+    return _listed([label(cell) for cell in cells])
+
+
+def _listed(labels: list[str]) -> str:
+    """`cell 1`, `cells 1 and 2`, `cells 1, 2 and 3`."""
+    numbers = [text.removeprefix("cell ") for text in labels]
+    if len(numbers) == 1:
+        return labels[0]
+    return f"cells {', '.join(numbers[:-1])} and {numbers[-1]}"

@@ -1,12 +1,15 @@
 """The dependency graph of one notebook's cells.
 
 There is an edge A → B when cell B reads a name cell A writes (a builtin B
-uses counts as a read once some cell rebinds it). A cell never depends on
-itself. Every writer of a name gets the edges, even when two cells write the
-same name; that name is then an error on each of them.
+uses counts as a read once some cell rebinds it), and an edge R → D when
+cell D deletes (`del x`) a name that cell R reads: the deletion must come
+after every use. So two cells deleting one name form a cycle, as does a cell
+that deletes `x` and defines something a reader of `x` needs. A cell never
+depends on itself. Every writer of a name gets the edges, even when two
+cells write the same name; that name is then an error on each of them.
 
 The graph is kept incrementally, because it is updated on every keystroke
-that reaches the server: two indexes (name → writers, name → readers) let
+that reaches the server: three indexes (name → writers, readers, deleters) let
 `set_cell` recompute only the edges next to the edited cell, in time
 proportional to its degree, and skip even that when its names did not
 change. Notebook positions are kept in a dict updated on insert, move and
@@ -25,6 +28,7 @@ from services.shared.dataflow.analysis import CellAnalysis
 from services.shared.dataflow.cycles import CycleTracker
 from services.shared.dataflow.errors import (
     CellAnalysisError,
+    Contest,
     CycleError,
     GraphError,
     MultipleDefinitionError,
@@ -55,6 +59,7 @@ class DependencyGraph:
         self._needs: dict[CellId, frozenset[str]] = {}
         self._writers: dict[str, set[CellId]] = {}
         self._readers: dict[str, set[CellId]] = {}
+        self._deleters: dict[str, set[CellId]] = {}
         self._parents: dict[CellId, set[CellId]] = {}
         self._children: dict[CellId, set[CellId]] = {}
         self._contested: set[str] = set()  # names with two or more writers
@@ -122,8 +127,28 @@ class DependencyGraph:
         return frozenset(self._parents[cell_id])
 
     def children(self, cell_id: CellId) -> frozenset[CellId]:
-        """The cells that read a name `cell_id` writes."""
+        """The cells that read a name `cell_id` writes, or delete one it reads."""
         return frozenset(self._children[cell_id])
+
+    def readers(self, names: Iterable[str]) -> set[CellId]:
+        """The cells that read (or delete) any of `names`."""
+        found: set[CellId] = set()
+        for name in names:
+            found |= self._readers.get(name, set())
+            found |= self._deleters.get(name, set())
+        return found
+
+    def position(self, cell_id: CellId) -> int:
+        """The cell's index in notebook order."""
+        return self._position[cell_id]
+
+    def in_order(self, cell_ids: Iterable[CellId]) -> tuple[CellId, ...]:
+        """`cell_ids` sorted in notebook order."""
+        return self._in_order(cell_ids)
+
+    def label(self, cell_id: CellId) -> str:
+        """How a user names the cell: its position, counted from 1."""
+        return f"cell {self._position[cell_id] + 1}"
 
     def descendants(self, cell_ids: Iterable[CellId]) -> set[CellId]:
         """Cells reachable from `cell_ids` by one or more edges."""
@@ -169,33 +194,36 @@ class DependencyGraph:
         """The first error of every cell that cannot run, in notebook order.
 
         A cell with several errors reports the most basic one: its analysis
-        error, then a multiple definition (of its alphabetically first
-        contested name), then a cycle. `cell_errors` lists them all.
+        error, then its multiple definitions (all its contested names), then
+        a cycle. `cell_errors` lists them all.
         """
-        found: dict[CellId, GraphError] = {}
-        for cell_id in self._failed:
-            found[cell_id] = self._analysis_error(cell_id)
-        for name in sorted(self._contested):
-            writers = self._in_order(self._writers[name])
-            for cell_id in writers:
-                if cell_id not in found:
-                    found[cell_id] = _multiple_definition(name, cell_id, writers)
-        for cell_id, members in self._current_cycles().items():
-            if cell_id not in found:
-                found[cell_id] = CycleError(cells=self._in_order(members))
+        cycles = self._current_cycles()
+        troubled = set(self._failed) | cycles.keys()
+        for name in self._contested:
+            troubled |= self._writers[name]
+        found = {cell: self._cell_errors(cell, cycles)[0] for cell in troubled}
         return dict(sorted(found.items(), key=lambda item: self._position[item[0]]))
 
     def cell_errors(self, cell_id: CellId) -> tuple[GraphError, ...]:
         """Every error of one cell, most basic first."""
+        return self._cell_errors(cell_id, self._current_cycles())
+
+    def _cell_errors(
+        self, cell_id: CellId, cycles: dict[CellId, frozenset[CellId]]
+    ) -> tuple[GraphError, ...]:
         found: list[GraphError] = []
         if cell_id in self._failed:
             found.append(self._analysis_error(cell_id))
-        for name in sorted(self._analyses[cell_id].writes & self._contested):
-            writers = self._in_order(self._writers[name])
-            found.append(_multiple_definition(name, cell_id, writers))
-        members = self._current_cycles().get(cell_id)
+        contested = sorted(self._analyses[cell_id].writes & self._contested)
+        if contested:
+            contests = [
+                Contest(name, self._in_order(self._writers[name] - {cell_id}))
+                for name in contested
+            ]
+            found.append(MultipleDefinitionError.of(contests, self.label))
+        members = cycles.get(cell_id)
         if members is not None:
-            found.append(CycleError(cells=self._in_order(members)))
+            found.append(CycleError.of(self._in_order(members), self.label))
         return tuple(found)
 
     # -- internals ---------------------------------------------------------
@@ -224,32 +252,40 @@ class DependencyGraph:
         needs = analysis.reads | analysis.builtin_reads
         # Edges change only when names do; an edit that keeps them (the usual
         # keystroke) costs nothing more.
+        relink = False
         if needs != self._needs[cell_id]:
             _reindex(self._readers, cell_id, self._needs[cell_id], needs)
             self._needs[cell_id] = needs
-            self._relink_parents(cell_id)
-            self._cycles.mark_changed(cell_id)
+            relink = True
+        if analysis.deletes != old.deletes:
+            _reindex(self._deleters, cell_id, old.deletes, analysis.deletes)
+            relink = True
         if analysis.writes != old.writes:
             _reindex(self._writers, cell_id, old.writes, analysis.writes)
             self._recount(old.writes ^ analysis.writes)
-            self._relink_children(cell_id)
+            relink = True
+        if relink:
+            self._relink(cell_id)
             self._cycles.mark_changed(cell_id)
 
-    def _relink_parents(self, cell_id: CellId) -> None:
-        new = _members(self._needs[cell_id], self._writers) - {cell_id}
-        old = self._parents[cell_id]
-        for parent in old - new:
+    def _relink(self, cell_id: CellId) -> None:
+        """Recompute every edge of one cell, in both directions."""
+        analysis = self._analyses[cell_id]
+        needs = self._needs[cell_id]
+        parents = _members(needs, self._writers)
+        parents |= _members(analysis.deletes, self._readers)
+        parents.discard(cell_id)
+        children = _members(analysis.writes, self._readers)
+        children |= _members(needs, self._deleters)
+        children.discard(cell_id)
+        old_parents, old_children = self._parents[cell_id], self._children[cell_id]
+        for parent in old_parents - parents:
             self._unlink(parent, cell_id)
-        for parent in new - old:
+        for parent in parents - old_parents:
             self._link(parent, cell_id)
-
-    def _relink_children(self, cell_id: CellId) -> None:
-        writes = self._analyses[cell_id].writes
-        new = _members(writes, self._readers) - {cell_id}
-        old = self._children[cell_id]
-        for child in old - new:
+        for child in old_children - children:
             self._unlink(cell_id, child)
-        for child in new - old:
+        for child in children - old_children:
             self._link(cell_id, child)
 
     def _link(self, parent: CellId, child: CellId) -> None:
@@ -332,10 +368,3 @@ def _reindex(
             del index[name]
     for name in new - old:
         index.setdefault(name, set()).add(cell_id)
-
-
-def _multiple_definition(
-    name: str, cell_id: CellId, writers: tuple[CellId, ...]
-) -> MultipleDefinitionError:
-    others = tuple(writer for writer in writers if writer != cell_id)
-    return MultipleDefinitionError(name=name, cells=others)

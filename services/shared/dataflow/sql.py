@@ -13,10 +13,15 @@ kernel must agree on what counts as a placeholder, so both use `parse_sql`:
 
 Besides placeholders, a query reads the tables it names: without a database
 connection the kernel's DuckDB resolves `FROM sales` to the DataFrame
-`sales`, so `table_names` reports the unqualified tables a query reads (not
-the names its own CTEs define) for the analyser to treat as reads, as marimo
-does. Parsing is sqlglot's; a query it cannot parse reads no tables rather
-than failing analysis, since the database, not us, is the judge of its SQL.
+`sales`, so `sql_tables` reports the tables a query reads (not the names its
+own CTEs define) for the analyser to treat as reads, as marimo does. A
+qualified table stays qualified: `FROM sales.q1` reads `sales.q1`, which no
+Python variable can define, not a variable `sales`. The statements that
+create something write it: `CREATE [OR REPLACE] TABLE|VIEW name` (qualified
+or not; the created table is not also a read) and `ATTACH ... AS db`.
+Parsing is sqlglot's; a query it cannot parse reads and writes no tables
+rather than failing analysis, since the database, not us, is the judge of
+its SQL.
 """
 
 from __future__ import annotations
@@ -80,22 +85,53 @@ def parse_sql(code: str) -> SqlTemplate:
     return SqlTemplate(texts=tuple(texts), names=tuple(names))
 
 
-def table_names(template: SqlTemplate) -> frozenset[str]:
-    """The unqualified tables the query reads, minus its CTE names."""
+@dataclass(frozen=True)
+class SqlTables:
+    """The tables (and attached databases) a query reads and creates."""
+
+    reads: frozenset[str] = frozenset()
+    writes: frozenset[str] = frozenset()
+
+
+def sql_tables(template: SqlTemplate) -> SqlTables:
+    """The tables the query reads and those it creates, minus its CTE names."""
     # A placeholder may stand for a value or a table (`FROM {frame}`); a
     # private identifier parses in both places and never becomes a read.
     sql = "_reflow_placeholder".join(template.texts)
     try:
         statements = sqlglot.parse(sql, read="duckdb")
     except SqlglotError:
-        return frozenset()
-    names: set[str] = set()
+        return SqlTables()
+    reads: set[str] = set()
+    writes: set[str] = set()
     for statement in statements:
         if statement is None:
             continue
+        created = _created(statement)
+        if created is not None:
+            writes.add(_qualified(created))
+        if isinstance(statement, exp.Attach):
+            alias = statement.this
+            if isinstance(alias, exp.Alias) and alias.alias:
+                writes.add(alias.alias)
         defined = {cte.alias_or_name for cte in statement.find_all(exp.CTE)}
         for table in statement.find_all(exp.Table):
-            unqualified = not table.db and not table.catalog
-            if unqualified and table.name not in defined and table.name[:1] != "_":
-                names.add(table.name)
-    return frozenset(names)
+            if table is created or not table.name or table.name in defined:
+                continue
+            reads.add(_qualified(table))
+    return SqlTables(reads=frozenset(reads - writes), writes=frozenset(writes))
+
+
+def _created(statement: exp.Expr) -> exp.Table | None:
+    if not isinstance(statement, exp.Create):
+        return None
+    if str(statement.args.get("kind") or "").upper() not in {"TABLE", "VIEW"}:
+        return None
+    target = statement.this
+    if isinstance(target, exp.Schema):  # `CREATE TABLE t (a INT)`
+        target = target.this
+    return target if isinstance(target, exp.Table) else None
+
+
+def _qualified(table: exp.Table) -> str:
+    return ".".join(part for part in (table.catalog, table.db, table.name) if part)

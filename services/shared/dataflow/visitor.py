@@ -20,6 +20,12 @@ to tell, for every name the cell mentions, whether it is a global:
   generator-expression bodies): it reads the global unless the cell binds it
   anywhere, so a function may use a name the cell defines further down.
 
+Two top-level statements are not what their targets' context says:
+`x += 1` at the top level is a write of `x` and not a read (as in marimo: the
+cell owns `x`; another definer makes it a multiple definition), and `del x`
+of a global the cell did not bind is a read of `x` *and* a deletion, which
+the graph turns into edges from every other reader of `x`.
+
 `find_names` returns the raw result; `analysis.py` turns it into the cell's
 reads and writes (dropping private names and builtins).
 """
@@ -60,11 +66,13 @@ class CellNames:
     `writes`: every global the cell binds. `eager`: globals read before the
     cell bound them. `deferred`: globals read from code that runs later
     (function bodies); they are reads only if the cell never binds them.
+    `deleted`: globals the top level deletes without having bound them.
     """
 
     writes: frozenset[str]
     eager: frozenset[str]
     deferred: frozenset[str]
+    deleted: frozenset[str] = frozenset()
 
 
 def find_names(tree: ast.Module) -> CellNames:
@@ -75,6 +83,7 @@ def find_names(tree: ast.Module) -> CellNames:
         writes=frozenset(walker.module.names),
         eager=frozenset(walker.eager),
         deferred=frozenset(walker.deferred),
+        deleted=frozenset(walker.deleted),
     )
 
 
@@ -110,6 +119,7 @@ class _CellWalker(ast.NodeVisitor):
         self.module = _Scope(_Kind.MODULE, parent=None, deferred=False)
         self.eager: set[str] = set()
         self.deferred: set[str] = set()
+        self.deleted: set[str] = set()
         self._scope = self.module
         # Names bound by the `except ... as name` handlers being walked, at
         # module or class level: Python deletes them when the handler ends,
@@ -169,6 +179,13 @@ class _CellWalker(ast.NodeVisitor):
             self._store(node.id)
         else:
             # Load, and Del: deleting a global the cell did not bind needs it.
+            deleting = isinstance(node.ctx, ast.Del)
+            if (
+                deleting
+                and self._scope is self.module
+                and node.id not in self.module.names
+            ):
+                self.deleted.add(node.id)
             self._load(node.id)
 
     def visit_Assign(self, node: ast.Assign) -> None:
@@ -176,9 +193,10 @@ class _CellWalker(ast.NodeVisitor):
         self._visit_all(node.targets)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
-        # `x += 1` reads x before rebinding it; the target's Store context
-        # alone would hide the read.
-        if isinstance(node.target, ast.Name):
+        # Below the top level, `x += 1` reads x before rebinding it (the
+        # target's Store context alone would hide the read); at the top level
+        # it only claims x (see the module docstring).
+        if isinstance(node.target, ast.Name) and self._scope is not self.module:
             self._load(node.target.id)
         self.visit(node.value)
         self.visit(node.target)

@@ -39,6 +39,7 @@ from services.notebook.store.documents import (
     DocumentError,
     cell_from_document,
     cell_to_document,
+    run_mode_from,
     time_from_text,
     time_to_text,
 )
@@ -76,6 +77,7 @@ SUMMARY_ATTRIBUTES: Final = (
     "update_time",
     "database_url",
     "cell_count",
+    "run_mode",
 )
 """What the listing GSI projects: exactly what a NotebookSummary needs."""
 
@@ -167,6 +169,7 @@ def meta_item(
         "create_time": {"S": time_to_text(notebook.create_time)},
         "update_time": {"S": time_to_text(notebook.update_time)},
         "database_url": {"S": notebook.database_url},
+        "run_mode": {"S": notebook.run_mode.value},
         "cell_count": {"N": str(len(refs))},
         "cells": {
             "L": [
@@ -201,6 +204,7 @@ def meta_from_item(item: Mapping[str, Any]) -> Meta:
         create_time=summary.create_time,
         update_time=summary.update_time,
         database_url=summary.database_url,
+        run_mode=summary.run_mode,
     )
     return Meta(notebook, _text(item, "incarnation"), _text(item, "commit"), refs)
 
@@ -216,6 +220,7 @@ def summary_from_item(item: Mapping[str, Any]) -> NotebookSummary:
         update_time=time_from_text(_text(item, "update_time")),
         database_url=_text(item, "database_url"),
         cell_count=_number(item, "cell_count"),
+        run_mode=run_mode_from(item.get("run_mode", {}).get("S")),
     )
 
 
