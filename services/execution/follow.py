@@ -10,6 +10,7 @@ the current notebook when an edit calls for one. That run's tidying step
   on it re-runs;
 * a disabled cell that ran is edited, or one that held a name another cell
   defines too: its old names go;
+* the notebook is deleted: its kernel is stopped;
 * while cells are held (kept from running by a multiple definition, a
   cycle, or a disabled cell), any cell edit or deletion may have resolved
   what held them: those that can run now run again (automatic mode) or are
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from reflow.notebook.v1 import notebook_pb2
 from services.execution.runs import RunRequest
-from services.shared.errors import ServiceError
+from services.shared.errors import NotFound, ServiceError
 
 if TYPE_CHECKING:
     from services.execution.clients import NotebookClient
@@ -79,9 +80,13 @@ class ChangeFollower:
                 ):
                     backoff_s = 0.5
                     if change.HasField("notebook_deleted"):
+                        await self._stop(session)
                         return
                     if _calls_for_a_run(session, change):
                         await self._rerun(session)
+            except NotFound:
+                await self._stop(session)  # deleted before we followed it
+                return
             except ServiceError as error:
                 logger.info(
                     "following notebook %s failed (%s); retrying in %.1f s",
@@ -91,6 +96,12 @@ class ChangeFollower:
                 )
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
+
+    async def _stop(self, session: Session) -> None:
+        # A deleted notebook's kernel would hold its place (and memory)
+        # until idle reaping or eviction: nobody can run it any more.
+        logger.info("notebook %s was deleted; stopping its kernel", session.notebook_id)
+        await session.shutdown()
 
     async def _rerun(self, session: Session) -> None:
         """Queue an empty run on the notebook as it is now."""

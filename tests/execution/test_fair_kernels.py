@@ -152,3 +152,34 @@ async def test_a_kernel_killed_while_idle_is_reported_dead(stack: Stack) -> None
         execution_pb2.ListKernelsRequest(), metadata=stack.metadata()
     )
     assert notebook_id not in [k.notebook_id for k in listed.kernels]
+
+
+async def test_deleting_a_notebook_stops_its_kernel(stack: Stack) -> None:
+    notebook_id, _ = await stack.notebook("w = 4")
+    await stack.run(notebook_id)
+    pid = (await _kernel(stack, notebook_id, "alice")).pid
+
+    await stack.notebooks.DeleteNotebook(
+        notebook_pb2.DeleteNotebookRequest(notebook_id=notebook_id),
+        metadata=stack.metadata(),
+    )
+
+    for _ in range(250):
+        if not _running(pid):
+            break
+        await asyncio.sleep(0.02)
+    assert not _running(pid)
+    assert (await _kernel(stack, notebook_id, "alice")).pid == 0
+    listed = await stack.execution.ListKernels(
+        execution_pb2.ListKernelsRequest(), metadata=stack.metadata()
+    )
+    assert notebook_id not in [k.notebook_id for k in listed.kernels]
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            stat = file.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
