@@ -257,6 +257,25 @@ def test_threads_printing_keep_their_lines(kernel: KernelHarness) -> None:
         assert mine == [f"{name} {i}" for i in range(2000)]
 
 
+def test_print_keeps_the_builtins_meaning(kernel: KernelHarness) -> None:
+    run = kernel.run(
+        "import sys, io\n"
+        "print(1, 'two', 3.0, sep='-', end='!\\n')\n"
+        "print()\n"
+        "print('a', 'b', sep=None, end=None)\n"
+        "print('to stderr', file=sys.stderr, flush=True)\n"
+        "elsewhere = io.StringIO()\n"
+        "print('kept', file=elsewhere)\n"
+        "print(elsewhere.getvalue(), end='')\n"
+        "try:\n    print('x', sep=3)\nexcept TypeError as error:\n    print(error)"
+    )
+
+    assert (
+        run.stdout == "1-two-3.0!\n\na b\nkept\nsep must be None or a string, not int\n"
+    )
+    assert run.stderr == "to stderr\n"
+
+
 def test_big_writes_are_delivered_whole(kernel: KernelHarness) -> None:
     run = kernel.run(
         "import sys\nsys.stdout.write('x' * 1_000_000)\nprint()\n"

@@ -70,8 +70,18 @@ class CellRun:
         return [o.text for o in self.outputs if o.mime_type == "text/plain"]
 
     def kinds(self) -> list[str]:
-        """Each event's kind, in order (`stream_chunk`, `output`, `done`)."""
-        return [str(e.WhichOneof("event")) for e in self.events]
+        """Each event's kind, in order (`stream_chunk`, `output`, `done`).
+
+        Consecutive stream chunks count as one: where a batch ends depends
+        on when the capture's tick fires (between `print`'s text and its
+        newline, say), and only the order of text and outputs is promised.
+        """
+        kinds: list[str] = []
+        for event in self.events:
+            kind = str(event.WhichOneof("event"))
+            if not (kind == "stream_chunk" and kinds[-1:] == ["stream_chunk"]):
+                kinds.append(kind)
+        return kinds
 
     def _text(self, stream: execution_pb2.Stream.ValueType) -> str:
         return "".join(c.text for c in self.chunks if c.stream == stream)

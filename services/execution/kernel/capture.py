@@ -100,6 +100,7 @@ holding it cannot stop the thread from draining that pipe.
 
 from __future__ import annotations
 
+import builtins
 import codecs
 import contextlib
 import ctypes
@@ -113,7 +114,7 @@ import termios
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Final, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 from reflow.execution.v1 import execution_pb2, kernel_pb2
 
@@ -245,6 +246,7 @@ class OutputCapture:
             before=capture.flush_buffers, after_in_child=capture._after_fork_in_child
         )
         sys.addaudithook(capture._audit)
+        builtins.print = _whole_line_print
         return capture
 
     def start(self, send: Send) -> None:
@@ -844,3 +846,32 @@ def _flush_c_stdio() -> None:
         if _libc is None:
             _libc = ctypes.CDLL(None)
         _libc.fflush(None)
+
+
+_builtin_print = builtins.print
+
+
+def _whole_line_print(
+    *values: object,
+    sep: str | None = " ",
+    end: str | None = "\n",
+    file: Any = None,
+    flush: bool = False,
+) -> None:
+    """``print``, writing its text and its ``end`` as one piece.
+
+    The builtin writes each value, each separator and the end apart, so two
+    threads printing lines can interleave mid-line ("a 0b 0" then two
+    newlines). Into our streams, one write keeps each call's line whole;
+    anything else goes to the builtin, which knows every other case.
+    """
+    target = sys.stdout if file is None else file
+    if not isinstance(target, CapturedText) or not (
+        isinstance(sep, str | None) and isinstance(end, str | None)
+    ):
+        _builtin_print(*values, sep=sep, end=end, file=file, flush=flush)
+        return
+    text = (" " if sep is None else sep).join(map(str, values))
+    target.write(text + ("\n" if end is None else end))
+    if flush:
+        target.flush()
