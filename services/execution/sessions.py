@@ -43,7 +43,9 @@ class SessionManager:
             history=1, queue_size=4096
         )
         self._reaper: asyncio.Task[None] | None = None
-        self._starting = asyncio.Lock()
+        self._making_room = asyncio.Lock()
+        # Owners of kernels being started: counted as live while they start.
+        self._starting: list[str] = []
 
     def session(self, owner: str, notebook_id: str) -> Session:
         """The notebook's session, created on first use.
@@ -96,12 +98,16 @@ class SessionManager:
         self._sessions.clear()
 
     async def _spawn(self, owner: str, notebook_id: str) -> KernelProcess:
-        # One start at a time: two runs must not both count a free place,
-        # or both evict the same kernel.
-        async with self._starting:
+        # One decision at a time, so two runs cannot both count one free
+        # place or both evict one kernel; the starts themselves overlap.
+        async with self._making_room:
             await self._make_room(owner, notebook_id)
+            self._starting.append(owner)
+        try:
             limit = self._settings.memory_limit_bytes or None
             kernel = await self._launcher.spawn(limit)
+        finally:
+            self._starting.remove(owner)
         if self._follower is not None:
             self._follower.follow(self._sessions[notebook_id])
         return kernel
@@ -118,12 +124,13 @@ class SessionManager:
         settings = self._settings
         live = [s for s in self._live() if s.notebook_id != notebook_id]
         mine = [s for s in live if s.owner == owner]
-        if len(mine) >= settings.max_kernels_per_user:
+        starting_mine = self._starting.count(owner)
+        if len(mine) + starting_mine >= settings.max_kernels_per_user:
             victim = _longest_idle(mine)
             if victim is None:
                 raise TooManyKernels("you", settings.max_kernels_per_user)
-        elif len(live) >= settings.max_kernels:
-            held = Counter(s.owner for s in live)
+        elif len(live) + len(self._starting) >= settings.max_kernels:
+            held = Counter(s.owner for s in live) + Counter(self._starting)
             share = max(1, settings.max_kernels // len(held | {owner: 1}))
             over = [s for s in live if held[s.owner] > share]
             victim = _longest_idle(over) or _longest_idle(live)
