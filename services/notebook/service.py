@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, TypedDict
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.notebook import convert
 from services.notebook.changes import Snapshot
+from services.notebook.exporting import export_notebook
+from services.notebook.importing import import_file
 from services.notebook.models import CellId, CellStatus, CellType, NotebookId
 from services.shared.auth import current_user
 from services.shared.validation import Violations, page_size
@@ -53,6 +55,8 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
     def __init__(self, manager: NotebookManager, max_code_bytes: int) -> None:
         self._manager = manager
         self._max_code_bytes = max_code_bytes
+        # A notebook file holds many cells and their stored outputs.
+        self._max_import_bytes = 8 * max_code_bytes
 
     async def CreateNotebook(
         self, request: notebook_pb2.CreateNotebookRequest, context: Context
@@ -68,6 +72,51 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
         )
         return notebook_pb2.CreateNotebookResponse(
             notebook=convert.snapshot_to_proto(snapshot)
+        )
+
+    async def ImportNotebook(
+        self, request: notebook_pb2.ImportNotebookRequest, context: Context
+    ) -> notebook_pb2.ImportNotebookResponse:
+        check = Violations()
+        check.name("name", request.name, required=False)
+        file_format = convert.import_format_from_proto(request.format)
+        if file_format is None:
+            check.add("format", "must be IPYNB, PY_PERCENT or MARIMO")
+        if not request.content.strip():
+            check.add("content", "is required")
+        check.code("content", request.content, self._max_import_bytes)
+        check.raise_if_any()
+        assert file_format is not None
+        cells = import_file(file_format, request.content)
+        for index, cell in enumerate(cells):
+            check.code(f"content (cell {index + 1})", cell.code, self._max_code_bytes)
+        check.raise_if_any()
+        snapshot, notes = await self._manager.import_notebook(
+            current_user(), request.name, cells
+        )
+        return notebook_pb2.ImportNotebookResponse(
+            notebook=convert.snapshot_to_proto(snapshot),
+            notes=[notebook_pb2.ImportNote(cell_id=c, message=m) for c, m in notes],
+        )
+
+    async def ExportNotebook(
+        self, request: notebook_pb2.ExportNotebookRequest, context: Context
+    ) -> notebook_pb2.ExportNotebookResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        file_format = convert.export_format_from_proto(request.format)
+        if file_format is None:
+            check.add("format", "must be IPYNB, PYTHON, MARIMO or HTML")
+        check.raise_if_any()
+        assert file_format is not None
+        snapshot, order = await self._manager.dependency_order(
+            current_user(), notebook_id
+        )
+        exported = export_notebook(snapshot, order, file_format)
+        return notebook_pb2.ExportNotebookResponse(
+            content=exported.content,
+            media_type=exported.media_type,
+            file_name=exported.file_name,
         )
 
     async def ListNotebooks(
