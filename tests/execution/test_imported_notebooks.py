@@ -8,8 +8,8 @@ to bottom in one Python process (IPython's shell, as Jupyter runs them).
 
 from __future__ import annotations
 
+import asyncio
 import json
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,19 +23,22 @@ if TYPE_CHECKING:
     from tests.execution.conftest import Stack
 
 
-def top_to_bottom(notebook: Notebook) -> list[bool]:
+async def top_to_bottom(notebook: Notebook) -> list[bool]:
     """Which code cells succeed run in order in one fresh Python process."""
     sources = [source for kind, source in notebook if kind == "code"]
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.notebook.top_to_bottom"],
-        input=json.dumps(sources),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.notebook.top_to_bottom",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
+    stdout, _ = await asyncio.wait_for(
+        process.communicate(json.dumps(sources).encode()), timeout=60
+    )
+    assert process.returncode == 0
     # Shell escapes (`!echo`) write to the same stdout: the verdict is last.
-    verdict: list[bool] = json.loads(done.stdout.splitlines()[-1])
+    verdict: list[bool] = json.loads(stdout.decode().splitlines()[-1])
     return verdict
 
 
@@ -63,7 +66,7 @@ async def in_reflow(stack: Stack, notebook: Notebook) -> list[bool]:
 async def test_imported_notebook_succeeds_where_top_to_bottom_does(
     stack: Stack, name: str
 ) -> None:
-    expected = top_to_bottom(CORPUS[name])
+    expected = await top_to_bottom(CORPUS[name])
 
     succeeded = await in_reflow(stack, CORPUS[name])
 

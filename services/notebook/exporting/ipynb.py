@@ -70,7 +70,14 @@ def jupyter_outputs(
                 nbformat.v4.new_output("stream", name=name, text=result[name])
             )
     for output in result.get("outputs", []):
-        outputs.append(nbformat.v4.new_output("display_data", data=_data(output)))
+        # Reflow shows Series and DataFrames as tables: say so, since Jupyter's
+        # own text of the same object differs.
+        metadata = {REFLOW_KEY: {"table": True}} if "table" in output else {}
+        outputs.append(
+            nbformat.v4.new_output(
+                "display_data", data=_data(output), metadata=metadata
+            )
+        )
     error = result.get("error")
     if error:
         outputs.append(
