@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
+    from services.notebook.files import StoredFile
     from services.notebook.graphs import CellView
 
 _CELL_TYPES = {
@@ -89,6 +90,15 @@ def export_format_from_proto(
 ) -> ExportFormat | None:
     """The domain export format, or None for UNSPECIFIED / unknown values."""
     return _EXPORT_FORMATS.get(value)
+
+
+def file_to_proto(stored: StoredFile) -> notebook_pb2.NotebookFile:
+    """A file's listing entry."""
+    return notebook_pb2.NotebookFile(
+        path=stored.path,
+        size_bytes=stored.size_bytes,
+        update_time=timestamp(stored.update_time),
+    )
 
 
 def run_mode_from_proto(value: notebook_pb2.RunMode.ValueType) -> RunMode | None:

@@ -1,9 +1,10 @@
-"""Import and export through Envoy's REST transcoder, on the whole stack:
+"""Import, export and files through Envoy's REST transcoder, on the whole stack:
 a Jupyter notebook imported, run on a real kernel, exported in every format
 and imported back; malformed files are refused on their field."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import TYPE_CHECKING, Any, Final
 
@@ -129,3 +130,33 @@ def test_malformed_import_is_a_bad_request_naming_content(api: httpx.Client) -> 
     assert response.status_code == 400
     [details] = [d for d in response.json()["details"] if d["@type"] == BAD_REQUEST]
     assert [v["field"] for v in details["fieldViolations"]] == ["content"]
+
+
+def test_files_put_list_get_delete_over_rest(api: httpx.Client) -> None:
+    created = api.post("/notebooks", json={"name": "files"}).json()["notebook"]
+    base = f"/notebooks/{created['id']}/files"
+    content = base64.b64encode(b"id,km\n1,2.5\n").decode()
+
+    put = api.post(base, json={"path": "data/bikes.csv", "content": content})
+    listed = api.get(base)
+    got = api.get(f"{base}/data/bikes.csv")
+    deleted = api.delete(f"{base}/data/bikes.csv")
+
+    assert put.status_code == 200, put.text
+    assert [f["path"] for f in listed.json()["files"]] == ["data/bikes.csv"]
+    assert base64.b64decode(got.json()["content"]) == b"id,km\n1,2.5\n"
+    assert deleted.status_code == 200
+    assert api.get(base).json().get("files", []) == []
+
+
+def test_file_path_escaping_the_directory_is_a_bad_request(api: httpx.Client) -> None:
+    created = api.post("/notebooks", json={"name": "files"}).json()["notebook"]
+
+    response = api.post(
+        f"/notebooks/{created['id']}/files",
+        json={"path": "../../etc/passwd", "content": ""},
+    )
+
+    assert response.status_code == 400
+    [details] = [d for d in response.json()["details"] if d["@type"] == BAD_REQUEST]
+    assert [v["field"] for v in details["fieldViolations"]] == ["path"]
