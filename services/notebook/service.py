@@ -8,6 +8,7 @@ from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.notebook import convert
 from services.notebook.changes import Snapshot
 from services.notebook.exporting import export_notebook
+from services.notebook.files import check_room
 from services.notebook.files.paths import check_path
 from services.notebook.importing import import_file
 from services.notebook.models import CellId, CellStatus, CellType, NotebookId
@@ -90,15 +91,21 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
         if not request.content.strip():
             check.add("content", "is required")
         check.code("content", request.content, self._max_import_bytes)
+        for index, file in enumerate(request.files):
+            check_path(check, f"files[{index}].path", file.path)
         check.raise_if_any()
         assert file_format is not None
         cells = import_file(file_format, request.content)
         for index, cell in enumerate(cells):
             check.code(f"content (cell {index + 1})", cell.code, self._max_code_bytes)
         check.raise_if_any()
+        owner = current_user()
+        data = [(file.path, file.content) for file in request.files]
+        await check_room(self._files, owner, data)
         snapshot, notes = await self._manager.import_notebook(
-            current_user(), request.name, cells
+            owner, request.name, cells
         )
+        await self._store_imported_files(owner, snapshot.notebook.id, data)
         return notebook_pb2.ImportNotebookResponse(
             notebook=convert.snapshot_to_proto(snapshot),
             notes=[notebook_pb2.ImportNote(cell_id=c, message=m) for c, m in notes],
@@ -174,6 +181,19 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
         owner = await self._owned(notebook_id)
         await self._files.delete(owner, notebook_id, request.path)
         return notebook_pb2.DeleteFileResponse()
+
+    async def _store_imported_files(
+        self, owner: str, notebook_id: NotebookId, files: list[tuple[str, bytes]]
+    ) -> None:
+        """Store an import's data files; if one is refused after all (another
+        upload took the room meanwhile), the new notebook goes too."""
+        try:
+            for path, content in files:
+                await self._files.put(owner, notebook_id, path, content)
+        except BaseException:
+            await self._files.delete_all(owner, notebook_id)
+            await self._manager.delete_notebook(owner, notebook_id, 0)
+            raise
 
     async def _owned(self, notebook_id: NotebookId) -> str:
         """The caller, once the notebook is known to be theirs (else NotFound)."""

@@ -234,3 +234,52 @@ async def test_local_store_does_not_follow_a_symbolic_link(tmp_path: Path) -> No
         await store.put("ann", nb, "up/new/secret.txt", b"overwritten")
     assert secret.read_bytes() == b"do not read"
     assert not (tmp_path / "new").exists()
+
+
+async def import_with(
+    stub: Stub, user: Metadata, *files: tuple[str, bytes]
+) -> pb.ImportNotebookResponse:
+    return await stub.ImportNotebook(
+        pb.ImportNotebookRequest(
+            format=pb.IMPORT_FORMAT_PY_PERCENT,
+            content="# %%\nimport csv",
+            files=[pb.ImportedFile(path=p, content=c) for p, c in files],
+        ),
+        metadata=user,
+    )
+
+
+async def listed_notebooks(stub: Stub, user: Metadata) -> list[str]:
+    reply = await stub.ListNotebooks(pb.ListNotebooksRequest(), metadata=user)
+    return [n.id for n in reply.notebooks]
+
+
+async def test_import_stores_the_data_files_beside_the_notebook(
+    stub: Stub, ann: Metadata
+) -> None:
+    reply = await import_with(stub, ann, ("data/bikes.csv", b"id\n1\n"), ("x", b""))
+
+    assert await paths(stub, ann, reply.notebook.id) == ["data/bikes.csv", "x"]
+
+
+async def test_import_with_an_escaping_file_path_stores_nothing(
+    stub: Stub, ann: Metadata
+) -> None:
+    error = await rpc_error(import_with(stub, ann, ("ok.csv", b"1"), ("../up", b"2")))
+
+    assert bad_fields(error) == {"files[1].path"}
+    assert await listed_notebooks(stub, ann) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [(("big.bin", b"x" * 101),), (("a.bin", b"x" * 80), ("b.bin", b"x" * 80))],
+    ids=["one file too large", "together over the user's quota"],
+)
+async def test_import_whose_files_do_not_fit_stores_nothing(
+    stub: Stub, ann: Metadata, data: tuple[tuple[str, bytes], ...]
+) -> None:
+    error = await rpc_error(import_with(stub, ann, *data))
+
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await listed_notebooks(stub, ann) == []

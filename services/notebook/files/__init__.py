@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from services.notebook.errors import FileQuotaExceeded, FileTooLarge
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from services.notebook.models import NotebookId
@@ -67,3 +70,17 @@ class FileStore(Protocol):
     async def used_bytes(self, owner: str) -> int:
         """How many bytes all files of the owner's notebooks take."""
         ...
+
+
+async def check_room(
+    store: FileStore, owner: str, files: Sequence[tuple[str, bytes]]
+) -> None:
+    """Raise FileTooLarge or FileQuotaExceeded unless all `files` (new
+    ones: an import's) fit, before any is stored."""
+    for path, content in files:
+        if len(content) > store.limits.max_file_bytes:
+            raise FileTooLarge(path, len(content), store.limits.max_file_bytes)
+    adding = sum(len(content) for _, content in files)
+    used = await store.used_bytes(owner)
+    if files and used + adding > store.limits.max_user_bytes:
+        raise FileQuotaExceeded(used, adding, store.limits.max_user_bytes)
