@@ -113,6 +113,16 @@ CASES = [
         ["# %%bash\n# echo hi"],
     ),
     Case(
+        "non-ASCII names are renamed too",
+        ["é = 1", "é = é + 1", "é"],
+        ["é = 1", "é_2 = é + 1", "é_2"],
+    ),
+    Case(
+        "match captures are renamed",
+        ["x = 1", "match [x]:\n    case [y] as x:\n        pass", "x"],
+        ["x = 1", "x_2 = x\nmatch [x_2]:\n    case [y] as x_2:\n        pass", "x_2"],
+    ),
+    Case(
         "names in f-strings are rewritten",
         ["s = 1", "s = 2", "print(f'{s}!')"],
         ["_s = 1", "s = 2", "print(f'{s}!')"],
@@ -253,6 +263,8 @@ def test_marimo_file_cells() -> None:
         (ImportFormat.IPYNB, "{not json"),
         (ImportFormat.IPYNB, '{"cells": "nope", "nbformat": 4}'),
         (ImportFormat.IPYNB, '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}}'),
+        (ImportFormat.IPYNB, "[" * 100_000 + "]" * 100_000),
+        (ImportFormat.IPYNB, "[]"),
         (ImportFormat.MARIMO, "def broken(:"),
         (ImportFormat.PY_PERCENT, "   \n"),
     ],

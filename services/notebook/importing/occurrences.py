@@ -68,9 +68,17 @@ class _Finder(ast.NodeVisitor):
         column = _char_column(self.lines, line, byte_column)
         self.found.append(Occurrence(line, column, use, self.statement, alias))
 
-    def _find_in_line(self, line: int, byte_start: int, pattern: str) -> None:
+    def _find_in_line(
+        self, line: int, byte_start: int, pattern: str, within: ast.AST | None = None
+    ) -> None:
         text = self.lines[line - 1]
         start = _char_column(self.lines, line, byte_start)
+        if isinstance(within, ast.pattern) and within.end_col_offset is not None:
+            # The name ends the pattern: search its last line's span only.
+            end = _char_column(self.lines, line, within.end_col_offset)
+            first = within.col_offset if within.lineno == line else 0
+            start = _char_column(self.lines, line, first)
+            text = text[:end]
         match = re.compile(pattern).search(text, start)
         if match:
             column = match.start("name")
@@ -109,12 +117,34 @@ class _Finder(ast.NodeVisitor):
                 Occurrence(node.lineno, start, Use.STORE, self.statement, True)
             )
 
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        # `case x` and `case [y] as x` bind x with no Name node.
+        if node.pattern is not None:
+            self.visit(node.pattern)
+        if node.name == self.name and not self._shadowed:
+            pattern = rf"(?P<name>{re.escape(self.name)})\b"
+            if node.pattern is not None:
+                pattern = r"\bas\s+" + pattern
+            self._find_in_line(node.end_lineno or node.lineno, 0, pattern, node)
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        if node.name == self.name and not self._shadowed:
+            pattern = rf"\*\s*(?P<name>{re.escape(self.name)})\b"
+            self._find_in_line(node.lineno, node.col_offset, pattern)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        for child in [*node.keys, *node.patterns]:
+            self.visit(child)
+        if node.rest == self.name and not self._shadowed:
+            pattern = rf"\*\*\s*(?P<name>{re.escape(self.name)})\b"
+            self._find_in_line(node.lineno, node.col_offset, pattern)
+
     def visit_Global(self, node: ast.Global) -> None:
         if self.name in node.names:
             self._find_in_line(
                 node.lineno,
                 node.col_offset,
-                rf"\b(?P<name>{re.escape(self.name)})\b(?!\s*\()",
+                rf"\b(?P<name>{re.escape(self.name)})\b",
             )
 
     def _visit_definition(

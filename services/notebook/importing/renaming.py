@@ -36,7 +36,8 @@ from services.shared.dataflow import CellAnalysis, analyse_python, analyse_sql
 if TYPE_CHECKING:
     from services.notebook.importing.sources import SourceCell
 
-_WORD = re.compile(r"[A-Za-z_]\w*")
+# Python identifiers, non-ASCII ones included (`é = 1` is valid Python).
+_WORD = re.compile(r"(?!\d)\w+")
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ def read_ipynb(content: str) -> list[SourceCell]:
         raise malformed(f"not a Jupyter notebook: {error}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise malformed(f"not a Jupyter notebook: {error!r}") from None
+    except RecursionError:
+        raise malformed("not a Jupyter notebook: nested too deeply") from None
     cells: list[SourceCell] = []
     for cell in notebook.cells:
         reflow = cell.get("metadata", {}).get("reflow", {})
@@ -99,8 +101,9 @@ def read_percent(content: str) -> list[SourceCell]:
             continue
         sql = _SQL_MARKER.search(header)
         query = sql_from_python(text) if sql else None
-        if sql and query is not None:
-            cells.append(SourceCell(CellType.SQL, query, json.loads(sql.group(1))))
+        name = _json_text(sql.group(1)) if sql else None
+        if query is not None and name is not None:
+            cells.append(SourceCell(CellType.SQL, query, name))
         elif _MARKDOWN_MARKER.search(header):
             cells.append(SourceCell(CellType.MARKDOWN, _uncomment(lines)))
         else:
@@ -108,6 +111,14 @@ def read_percent(content: str) -> list[SourceCell]:
     if not cells:
         raise malformed("no cells found (expected `# %%` markers)")
     return cells
+
+
+def _json_text(value: str) -> str | None:
+    try:
+        text = json.loads(value)
+    except json.JSONDecodeError:
+        return None
+    return text if isinstance(text, str) else None
 
 
 def _is_jupytext_header(lines: list[str]) -> bool:
