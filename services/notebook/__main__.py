@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from services.notebook.config import Settings
+from services.notebook.files.local import LocalFileStore
 from services.notebook.manager import NotebookManager
 from services.notebook.server import build_server
 from services.notebook.store import open_store
@@ -29,6 +30,7 @@ async def main() -> None:
             listen_address(settings.listen_host, settings.port),
             verifier,
             settings.max_code_bytes,
+            LocalFileStore(settings.files_dir, settings.files),
         )
         logger.info(
             "notebook service listening on port %d (store: %s)", port, settings.store

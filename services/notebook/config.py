@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from services.notebook.files import FileLimits
 from services.notebook.store import (
     DEFAULT_DYNAMODB_REGION,
     DEFAULT_DYNAMODB_TABLE,
@@ -42,6 +43,10 @@ class Settings:
     data_dir: Path
     dynamodb: DynamoDBSettings
     max_code_bytes: int
+    # Notebooks' files (their working directories), beside the notebooks'
+    # own directory unless NOTEBOOK_FILES_DIR says otherwise.
+    files_dir: Path
+    files: FileLimits
     log_level: str
     log_format: str
     auth: InternalAuthSettings
@@ -52,10 +57,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         read = EnvReader(env, prefix="NOTEBOOK_")
         shared = EnvReader(env, prefix="")
+        data_dir = read.path("DATA_DIR", "data/notebooks")
         return cls(
             port=read.integer("PORT", 50051, minimum=0),
             store=read.choice("STORE", STORE_KINDS, "local"),
-            data_dir=read.path("DATA_DIR", "data/notebooks"),
+            data_dir=data_dir,
             dynamodb=DynamoDBSettings(
                 table=read.text("DYNAMODB_TABLE", DEFAULT_DYNAMODB_TABLE),
                 # The SDK's own variable is the fallback, so a deployment that
@@ -67,6 +73,16 @@ class Settings:
                 endpoint_url=read.optional_text("DYNAMODB_ENDPOINT_URL"),
             ),
             max_code_bytes=read.integer("MAX_CODE_BYTES", 1024 * 1024, minimum=1),
+            files_dir=read.path("FILES_DIR", data_dir.parent / "notebook-files"),
+            files=FileLimits(
+                # Below the 16 MiB gRPC message cap, with room for the rest.
+                max_file_bytes=read.integer(
+                    "MAX_FILE_BYTES", 8 * 1024 * 1024, minimum=1
+                ),
+                max_user_bytes=read.integer(
+                    "MAX_USER_FILE_BYTES", 256 * 1024 * 1024, minimum=1
+                ),
+            ),
             log_level=read.text("LOG_LEVEL", "INFO"),
             log_format=shared.choice("LOG_FORMAT", ("text", "json"), "text"),
             auth=InternalAuthSettings.from_env(env),

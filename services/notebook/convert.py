@@ -9,6 +9,8 @@ from google.protobuf import json_format, timestamp_pb2
 
 from reflow.notebook.v1 import notebook_pb2
 from services.notebook.changes import Change, ChangeKind, Snapshot
+from services.notebook.exporting import ExportFormat
+from services.notebook.importing import ImportFormat
 from services.notebook.models import CellStatus, CellType, NotebookSummary, RunMode
 from services.shared.dataflow import (
     CellAnalysisError,
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
+    from services.notebook.files import StoredFile
     from services.notebook.graphs import CellView
 
 _CELL_TYPES = {
@@ -50,6 +53,18 @@ _RUN_MODES = {
 }
 _RUN_MODES_BACK = {v: k for k, v in _RUN_MODES.items()}
 
+_IMPORT_FORMATS = {
+    notebook_pb2.IMPORT_FORMAT_IPYNB: ImportFormat.IPYNB,
+    notebook_pb2.IMPORT_FORMAT_PY_PERCENT: ImportFormat.PY_PERCENT,
+    notebook_pb2.IMPORT_FORMAT_MARIMO: ImportFormat.MARIMO,
+}
+_EXPORT_FORMATS = {
+    notebook_pb2.EXPORT_FORMAT_IPYNB: ExportFormat.IPYNB,
+    notebook_pb2.EXPORT_FORMAT_PYTHON: ExportFormat.PYTHON,
+    notebook_pb2.EXPORT_FORMAT_MARIMO: ExportFormat.MARIMO,
+    notebook_pb2.EXPORT_FORMAT_HTML: ExportFormat.HTML,
+}
+
 _SYNTAX_LINE = re.compile(r"^syntax error at line (\d+)")
 
 
@@ -61,6 +76,29 @@ def cell_type_from_proto(value: notebook_pb2.CellType.ValueType) -> CellType | N
 def status_from_proto(value: notebook_pb2.CellStatus.ValueType) -> CellStatus | None:
     """The domain status, or None for UNSPECIFIED / unknown values."""
     return _STATUSES_BACK.get(value)
+
+
+def import_format_from_proto(
+    value: notebook_pb2.ImportFormat.ValueType,
+) -> ImportFormat | None:
+    """The domain import format, or None for UNSPECIFIED / unknown values."""
+    return _IMPORT_FORMATS.get(value)
+
+
+def export_format_from_proto(
+    value: notebook_pb2.ExportFormat.ValueType,
+) -> ExportFormat | None:
+    """The domain export format, or None for UNSPECIFIED / unknown values."""
+    return _EXPORT_FORMATS.get(value)
+
+
+def file_to_proto(stored: StoredFile) -> notebook_pb2.NotebookFile:
+    """A file's listing entry."""
+    return notebook_pb2.NotebookFile(
+        path=stored.path,
+        size_bytes=stored.size_bytes,
+        update_time=timestamp(stored.update_time),
+    )
 
 
 def run_mode_from_proto(value: notebook_pb2.RunMode.ValueType) -> RunMode | None:

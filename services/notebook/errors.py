@@ -102,3 +102,37 @@ class StoreUnavailable(Unavailable):
             f"the notebook store is unavailable: {detail}",
             reason="STORE_UNAVAILABLE",
         )
+
+
+class FileNotFound(NotFound):
+    """The notebook has no file at this path."""
+
+    def __init__(self, notebook_id: str, path: str) -> None:
+        super().__init__(
+            f"notebook {notebook_id!r} has no file {path!r}",
+            reason="FILE_NOT_FOUND",
+            metadata={"notebook_id": notebook_id, "path": path},
+        )
+
+
+class FileTooLarge(ResourceExhausted):
+    """One file is larger than a notebook file may be."""
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"file {path!r} has {size} bytes; a file may have at most {limit}",
+            reason="FILE_TOO_LARGE",
+            metadata={"path": path, "limit_bytes": str(limit)},
+        )
+
+
+class FileQuotaExceeded(ResourceExhausted):
+    """The user's files would take more than their quota."""
+
+    def __init__(self, used: int, adding: int, quota: int) -> None:
+        super().__init__(
+            f"your files take {used} bytes; adding {adding} would pass "
+            f"the quota of {quota}",
+            reason="FILE_QUOTA_EXCEEDED",
+            metadata={"used_bytes": str(used), "quota_bytes": str(quota)},
+        )

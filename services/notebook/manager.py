@@ -43,8 +43,9 @@ from services.notebook.models import (
 from services.shared.fanout import EventHub, Lagged
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Mapping
+    from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
+    from services.notebook.importing import ImportedCell
     from services.notebook.store import NotebookStore
     from services.shared.dataflow import DependencyGraph
 
@@ -98,13 +99,40 @@ class NotebookManager:
 
     async def create_notebook(self, owner: str, name: str, demo: bool) -> Snapshot:
         """Create a notebook, empty or from the demo template."""
-        now = self._clock()
         cells: tuple[Cell, ...] = ()
         if demo:
             cells = tuple(
                 Cell(CellId(self._cell_id()), t.type, t.code, t.result_name)
                 for t in templates.DEMO
             )
+        return await self._create(owner, name, cells)
+
+    async def import_notebook(
+        self, owner: str, name: str, imported: Sequence[ImportedCell]
+    ) -> tuple[Snapshot, list[tuple[CellId, str]]]:
+        """Create a notebook from imported cells; return it with the notes,
+        each naming the cell it is about."""
+        cells = tuple(
+            Cell(
+                CellId(self._cell_id()),
+                cell.type,
+                cell.code,
+                cell.result_name,
+                # Outputs from another tool are out of date until run here.
+                status=CellStatus.STALE,
+                result=cell.result,
+            )
+            for cell in imported
+        )
+        notes = [
+            (cell.id, note)
+            for cell, source in zip(cells, imported, strict=True)
+            for note in source.notes
+        ]
+        return await self._create(owner, name, cells), notes
+
+    async def _create(self, owner: str, name: str, cells: tuple[Cell, ...]) -> Snapshot:
+        now = self._clock()
         notebook = Notebook(
             id=NotebookId(self._new_id()),
             owner=owner,
@@ -126,6 +154,16 @@ class NotebookManager:
     async def get_notebook(self, owner: str, notebook_id: NotebookId) -> Snapshot:
         """The notebook with its cells' analysis."""
         return self._snapshot(await self._load(owner, notebook_id))
+
+    async def dependency_order(
+        self, owner: str, notebook_id: NotebookId
+    ) -> tuple[Snapshot, list[CellId]]:
+        """The notebook and its cells in the order they run: parents first,
+        ties in notebook order (what a script export needs)."""
+        notebook = await self._load(owner, notebook_id)
+        graph = self._graphs.graph(notebook)
+        order = graph.topological_order({cell.id for cell in notebook.cells})
+        return self._snapshot(notebook), order
 
     async def rename(
         self, owner: str, notebook_id: NotebookId, name: str, expected: int

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
+from services.notebook.files.memory import MemoryFileStore
 from services.notebook.service import NotebookInternalServicer, NotebookServicer
 from services.shared.grpc_server import create_server
 
 if TYPE_CHECKING:
     import grpc
 
+    from services.notebook.files import FileStore
     from services.notebook.manager import NotebookManager
     from services.shared.auth import TokenVerifier
 
@@ -25,9 +27,11 @@ def build_server(
     address: str,
     verifier: TokenVerifier,
     max_code_bytes: int = 1024 * 1024,
+    files: FileStore | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Build (unstarted) and bind the notebook service's server."""
-    public = NotebookServicer(manager, max_code_bytes)
+    """Build (unstarted) and bind the notebook service's server (files in
+    memory unless a store is given)."""
+    public = NotebookServicer(manager, max_code_bytes, files or MemoryFileStore())
     internal = NotebookInternalServicer(manager)
     return create_server(
         [

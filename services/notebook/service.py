@@ -7,6 +7,10 @@ from typing import TYPE_CHECKING, TypedDict
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.notebook import convert
 from services.notebook.changes import Snapshot
+from services.notebook.exporting import export_notebook
+from services.notebook.files import check_room
+from services.notebook.files.paths import check_path
+from services.notebook.importing import import_file
 from services.notebook.models import CellId, CellStatus, CellType, NotebookId
 from services.shared.auth import current_user
 from services.shared.validation import Violations, page_size
@@ -16,6 +20,7 @@ if TYPE_CHECKING:
 
     import grpc
 
+    from services.notebook.files import FileStore
     from services.notebook.graphs import CellView
     from services.notebook.manager import CellChange, NotebookManager
 
@@ -50,9 +55,14 @@ def _cells(views: tuple[CellView, ...]) -> list[notebook_pb2.Cell]:
 class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
     """Public notebook RPCs, each acting for the caller of the internal token."""
 
-    def __init__(self, manager: NotebookManager, max_code_bytes: int) -> None:
+    def __init__(
+        self, manager: NotebookManager, max_code_bytes: int, files: FileStore
+    ) -> None:
         self._manager = manager
         self._max_code_bytes = max_code_bytes
+        self._files = files
+        # A notebook file holds many cells and their stored outputs.
+        self._max_import_bytes = 8 * max_code_bytes
 
     async def CreateNotebook(
         self, request: notebook_pb2.CreateNotebookRequest, context: Context
@@ -69,6 +79,127 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
         return notebook_pb2.CreateNotebookResponse(
             notebook=convert.snapshot_to_proto(snapshot)
         )
+
+    async def ImportNotebook(
+        self, request: notebook_pb2.ImportNotebookRequest, context: Context
+    ) -> notebook_pb2.ImportNotebookResponse:
+        check = Violations()
+        check.name("name", request.name, required=False)
+        file_format = convert.import_format_from_proto(request.format)
+        if file_format is None:
+            check.add("format", "must be IPYNB, PY_PERCENT or MARIMO")
+        if not request.content.strip():
+            check.add("content", "is required")
+        check.code("content", request.content, self._max_import_bytes)
+        for index, file in enumerate(request.files):
+            check_path(check, f"files[{index}].path", file.path)
+        check.raise_if_any()
+        assert file_format is not None
+        cells = import_file(file_format, request.content)
+        for index, cell in enumerate(cells):
+            check.code(f"content (cell {index + 1})", cell.code, self._max_code_bytes)
+        check.raise_if_any()
+        owner = current_user()
+        data = [(file.path, file.content) for file in request.files]
+        await check_room(self._files, owner, data)
+        snapshot, notes = await self._manager.import_notebook(
+            owner, request.name, cells
+        )
+        await self._store_imported_files(owner, snapshot.notebook.id, data)
+        return notebook_pb2.ImportNotebookResponse(
+            notebook=convert.snapshot_to_proto(snapshot),
+            notes=[notebook_pb2.ImportNote(cell_id=c, message=m) for c, m in notes],
+        )
+
+    async def ExportNotebook(
+        self, request: notebook_pb2.ExportNotebookRequest, context: Context
+    ) -> notebook_pb2.ExportNotebookResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        file_format = convert.export_format_from_proto(request.format)
+        if file_format is None:
+            check.add("format", "must be IPYNB, PYTHON, MARIMO or HTML")
+        check.raise_if_any()
+        assert file_format is not None
+        snapshot, order = await self._manager.dependency_order(
+            current_user(), notebook_id
+        )
+        exported = export_notebook(snapshot, order, file_format)
+        return notebook_pb2.ExportNotebookResponse(
+            content=exported.content,
+            media_type=exported.media_type,
+            file_name=exported.file_name,
+        )
+
+    async def PutFile(
+        self, request: notebook_pb2.PutFileRequest, context: Context
+    ) -> notebook_pb2.PutFileResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check_path(check, "path", request.path)
+        check.raise_if_any()
+        owner = await self._owned(notebook_id)
+        stored = await self._files.put(
+            owner, notebook_id, request.path, request.content
+        )
+        return notebook_pb2.PutFileResponse(file=convert.file_to_proto(stored))
+
+    async def ListFiles(
+        self, request: notebook_pb2.ListFilesRequest, context: Context
+    ) -> notebook_pb2.ListFilesResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check.raise_if_any()
+        owner = await self._owned(notebook_id)
+        files = await self._files.listing(owner, notebook_id)
+        return notebook_pb2.ListFilesResponse(
+            files=[convert.file_to_proto(f) for f in files],
+            used_bytes=await self._files.used_bytes(owner),
+            quota_bytes=self._files.limits.max_user_bytes,
+        )
+
+    async def GetFile(
+        self, request: notebook_pb2.GetFileRequest, context: Context
+    ) -> notebook_pb2.GetFileResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check_path(check, "path", request.path)
+        check.raise_if_any()
+        owner = await self._owned(notebook_id)
+        stored, content = await self._files.get(owner, notebook_id, request.path)
+        return notebook_pb2.GetFileResponse(
+            file=convert.file_to_proto(stored), content=content
+        )
+
+    async def DeleteFile(
+        self, request: notebook_pb2.DeleteFileRequest, context: Context
+    ) -> notebook_pb2.DeleteFileResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        check_path(check, "path", request.path)
+        check.raise_if_any()
+        owner = await self._owned(notebook_id)
+        await self._files.delete(owner, notebook_id, request.path)
+        return notebook_pb2.DeleteFileResponse()
+
+    async def _store_imported_files(
+        self, owner: str, notebook_id: NotebookId, files: list[tuple[str, bytes]]
+    ) -> None:
+        """Store an import's data files; if one is refused after all (another
+        upload took the room meanwhile), the new notebook goes too."""
+        try:
+            for path, content in files:
+                await self._files.put(owner, notebook_id, path, content)
+        except BaseException:
+            await self._files.delete_all(owner, notebook_id)
+            await self._manager.delete_notebook(owner, notebook_id, 0)
+            raise
+
+    async def _owned(self, notebook_id: NotebookId) -> str:
+        """The caller, once the notebook is known to be theirs (else NotFound)."""
+        owner = current_user()
+        await self._manager.get_notebook(owner, notebook_id)
+        return owner
 
     async def ListNotebooks(
         self, request: notebook_pb2.ListNotebooksRequest, context: Context
@@ -164,9 +295,11 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
         notebook_id = _notebook_id(check, request.notebook_id)
         check.not_negative("expected_revision", request.expected_revision)
         check.raise_if_any()
+        owner = current_user()
         await self._manager.delete_notebook(
-            current_user(), notebook_id, request.expected_revision
+            owner, notebook_id, request.expected_revision
         )
+        await self._files.delete_all(owner, notebook_id)
         return notebook_pb2.DeleteNotebookResponse()
 
     async def CreateCell(

@@ -1,0 +1,73 @@
+"""Imported Jupyter notebooks run in Reflow as they ran top to bottom.
+
+For every notebook of the corpus (tests/notebook/corpus.py), the code cells
+that succeed after ImportNotebook, run through the execution service on a
+real kernel, are exactly those that succeed when the original cells run top
+to bottom in one Python process (IPython's shell, as Jupyter runs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from reflow.notebook.v1 import notebook_pb2
+from tests.execution.conftest import finished
+from tests.notebook.corpus import CORPUS, Notebook, as_ipynb
+
+if TYPE_CHECKING:
+    from tests.execution.conftest import Stack
+
+
+async def top_to_bottom(notebook: Notebook) -> list[bool]:
+    """Which code cells succeed run in order in one fresh Python process."""
+    sources = [source for kind, source in notebook if kind == "code"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.notebook.top_to_bottom",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await asyncio.wait_for(
+        process.communicate(json.dumps(sources).encode()), timeout=60
+    )
+    assert process.returncode == 0
+    # Shell escapes (`!echo`) write to the same stdout: the verdict is last.
+    verdict: list[bool] = json.loads(stdout.decode().splitlines()[-1])
+    return verdict
+
+
+async def in_reflow(stack: Stack, notebook: Notebook) -> list[bool]:
+    """Which code cells succeed after import, all run at once."""
+    reply = await stack.notebooks.ImportNotebook(
+        notebook_pb2.ImportNotebookRequest(
+            name="corpus",
+            format=notebook_pb2.IMPORT_FORMAT_IPYNB,
+            content=as_ipynb(notebook),
+        ),
+        metadata=stack.metadata(),
+    )
+    code_cells = [
+        cell.id
+        for cell in reply.notebook.cells
+        if cell.type != notebook_pb2.CELL_TYPE_MARKDOWN
+    ]
+    results = finished(await stack.run(reply.notebook.id, *code_cells))
+    success = notebook_pb2.CELL_STATUS_SUCCESS
+    return [results[cell_id].status == success for cell_id in code_cells]
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+async def test_imported_notebook_succeeds_where_top_to_bottom_does(
+    stack: Stack, name: str
+) -> None:
+    expected = await top_to_bottom(CORPUS[name])
+
+    succeeded = await in_reflow(stack, CORPUS[name])
+
+    assert succeeded == expected
