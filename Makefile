@@ -11,8 +11,6 @@ PROTOS := $(shell find protos -name '*.proto')
 DEPLOY_ENVOY_ARGS := --listen 0.0.0.0:8080 --admin 127.0.0.1:9901 \
 	--gateway-grpc gateway:50050 --gateway-http gateway:8000 \
 	--descriptor /etc/envoy/reflow.binpb
-# Jupyter, for `make bench` only: not in the lock, so the next `uv sync` removes them
-BENCH_PACKAGES := 'ipykernel>=6.29' 'jupyter_client>=8.6'
 
 .PHONY: help install protos web-protos envoy-config deploy-envoy-config dynamodb-table compose-up compose-up-dynamodb test fuzz soak lint typecheck check run bench internal-token token clean
 
@@ -102,7 +100,6 @@ run: install protos
 
 # Measure DESIGN §9 beside Jupyter in one run (BENCH_ARGS=--quick|--direct|--skip-jupyter)
 bench: install protos
-	$(UV) pip install --quiet --python $(VENV)/bin/python $(BENCH_PACKAGES)
 	$(RUN) python -m bench $(BENCH_ARGS)
 
 # Print a dev token for USER (`make -s token USER=alice`), accepted by `make run`'s gateway
