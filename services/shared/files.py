@@ -19,11 +19,18 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace path with data; create its directory if needed."""
+def write_atomically(path: Path, data: bytes, temp_prefix: str = "") -> None:
+    """Replace path with data; create its directory if needed.
+
+    The data is first written to a temporary file beside ``path``, named
+    ``temp_prefix`` + random (by default ``.<stem>.`` + random + ``.tmp``),
+    so a directory listing can tell such files apart.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp"
+        dir=path.parent,
+        prefix=temp_prefix or f".{path.stem}.",
+        suffix="" if temp_prefix else ".tmp",
     )
     try:
         with os.fdopen(fd, "wb") as temp:

@@ -14,16 +14,20 @@ import asyncio
 import hashlib
 import os
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from services.notebook.errors import FileNotFound, FileQuotaExceeded, FileTooLarge
 from services.notebook.files import FileLimits, StoredFile
+from services.shared.files import write_atomically
 
 if TYPE_CHECKING:
     from services.notebook.models import NotebookId
+
+
+# A file being written; never listed (a crash may leave one behind).
+_TEMP_PREFIX: Final = ".put-"
 
 
 class LocalFileStore:
@@ -53,17 +57,7 @@ class LocalFileStore:
         used = _tree_bytes(self._user_dir(owner))
         if used - replaced + len(content) > self.limits.max_user_bytes:
             raise FileQuotaExceeded(used, len(content), self.limits.max_user_bytes)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".put-")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(target, content, temp_prefix=_TEMP_PREFIX)
         return _stored(path, target)
 
     async def listing(self, owner: str, notebook_id: NotebookId) -> list[StoredFile]:
@@ -79,7 +73,7 @@ class LocalFileStore:
             folders[:] = [f for f in folders if not Path(directory, f).is_symlink()]
             for name in names:
                 file = Path(directory, name)
-                if name.startswith(".put-") or file.is_symlink():
+                if name.startswith(_TEMP_PREFIX) or file.is_symlink():
                     continue
                 found.append(_stored(file.relative_to(base).as_posix(), file))
         return sorted(found, key=lambda f: f.path)
