@@ -335,3 +335,41 @@ def test_the_narrow_layout_does_not_overflow(signed_in: SignedIn, api: Api) -> N
     expect(page.locator(".output table")).to_be_visible()
     screenshot(page, "narrow")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_the_dependency_view_draws_the_graph(signed_in: SignedIn, api: Api) -> None:
+    notebook_id = api.notebook("a = 1", "b = a + 1", "c = a + b", "d = 4")
+    page = signed_in("grace").open(notebook_id)
+
+    page.click("[data-panel=graph]")
+
+    graph = page.locator("#side-panel svg.graph")
+    expect(graph.locator(".node")).to_have_count(4)
+    expect(graph.locator(".edge")).to_have_count(3)
+    edges = graph.locator(".edge").evaluate_all(
+        "edges => edges.map(e => `${e.dataset.from}->${e.dataset.to}`)"
+    )
+    assert sorted(edges) == ["1->2", "1->3", "2->3"]
+    expect(graph.locator(".node[data-cell='1'] text")).to_have_text("cell 1 · a")
+    screenshot(page, "dependencies")
+
+
+def test_the_notebook_exports_as_a_script_and_as_html(
+    signed_in: SignedIn, api: Api
+) -> None:
+    notebook_id = api.notebook("x = 20", "print(x + 1)")
+    api.run_all(notebook_id)
+    page = signed_in("grace").open(notebook_id)
+    expect(page.locator("pre.stdout")).to_have_text("21\n")
+
+    with page.expect_download() as script:
+        page.click("#export-py")
+    with page.expect_download() as html:
+        page.click("#export-html")
+
+    assert script.value.suggested_filename == "Browser.py"
+    python = script.value.path().read_text()
+    assert "# %% cell 1\nx = 20\n\n# %% cell 2\nprint(x + 1)\n" in python
+    exported = html.value.path().read_text()
+    assert '<pre class="code">print(x + 1)</pre>' in exported
+    assert '<pre class="stdout">21\n</pre>' in exported

@@ -89,7 +89,7 @@ export class CellView {
     this.runButton = button("▶", "Run (Shift+Enter)", () => this.session.runCell(this), "run");
     this.upButton = button("↑", "Move up", () => this.session.move(this, -1), "up");
     this.downButton = button("↓", "Move down", () => this.session.move(this, 1), "down");
-    this.disableButton = button("⏸", "Disable cell", () => this.session.setDisabled(this, !this.cell.disabled));
+    this.disableButton = button("⊘", "Disable cell", () => this.session.setDisabled(this, !this.cell.disabled));
     this.collapseButton = button("▾", "Collapse output", () => this.toggleCollapsed(), "collapse");
     const header = h(
       "div",
@@ -201,7 +201,7 @@ export class CellView {
     this.resultName.hidden = !sql;
     if (document.activeElement !== this.resultName) this.resultName.value = cell.resultName || "";
     this.root.classList.toggle("disabled", Boolean(cell.disabled));
-    this.disableButton.textContent = cell.disabled ? "⏵" : "⏸";
+    this.disableButton.textContent = cell.disabled ? "⊙" : "⊘";
     this.disableButton.title = cell.disabled ? "Enable cell" : "Disable cell";
     this.showDeps();
     this.showAnalysisError();

@@ -14,6 +14,7 @@
 
 import { Code, auth, rpc, storeToken } from "./client.js";
 import { byId, h, notify, showView } from "./dom.js";
+import { exportHtml, exportPython } from "./export.js";
 import { app, closeNotebook, openNotebook } from "./notebook.js";
 import { setupTheme } from "./theme.js";
 
@@ -164,6 +165,12 @@ function wire() {
   byId("lazy").addEventListener("change", (event) => app.notebook?.setRunMode(event.target.checked));
   byId("interrupt").addEventListener("click", () => app.notebook?.interrupt());
   byId("restart").addEventListener("click", () => app.notebook?.restart());
+  for (const button of document.querySelectorAll("[data-panel]")) {
+    button.addEventListener("click", () => app.notebook?.togglePanel(button.dataset.panel));
+  }
+  byId("panel-close").addEventListener("click", () => app.notebook?.togglePanel(null));
+  byId("export-py").addEventListener("click", () => app.notebook && exportPython(app.notebook, byId("nb-name").value));
+  byId("export-html").addEventListener("click", () => app.notebook && exportHtml(app.notebook, byId("nb-name").value));
   for (const button of document.querySelectorAll("[data-add]")) {
     button.addEventListener("click", () => app.notebook?.addCellOfType(button.dataset.add));
   }

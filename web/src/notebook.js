@@ -9,9 +9,13 @@
  * one notebook show the same thing.
  */
 
+import { AssistantPanel } from "./assistant.js";
 import { CellView } from "./cell.js";
 import { Code, auth, rpc, stream } from "./client.js";
 import { byId, notify, showView } from "./dom.js";
+import { drawGraph } from "./graph.js";
+
+const PANEL_TITLES = { assistant: "Assistant", graph: "Dependencies" };
 
 const RECONNECT_MAX_MS = 10_000;
 
@@ -37,7 +41,10 @@ export function closeNotebook() {
 
 /** Errors name cells as the user sees them: "cell 3", not an id. */
 function positionsForIds(text, order) {
-  return order.reduce((message, id, index) => message.split(id).join(`cell ${index + 1}`), text || "");
+  return order.reduce(
+    (message, id, index) => message.split(`cell ${id}`).join(id).split(id).join(`cell ${index + 1}`),
+    text || "",
+  );
 }
 
 export class NotebookSession {
@@ -54,6 +61,9 @@ export class NotebookSession {
     this.kernel = { state: "not started", reason: "" };
     this.selected = null;
     this.dragging = new CellDragging(this);
+    this.panel = null;
+    this.assistant = null;
+    this.togglePanel(null);
     byId("cells").replaceChildren();
     byId("nb-name").value = "";
     this.showKernel();
@@ -237,6 +247,32 @@ export class NotebookSession {
     // Moving a node blurs it; a cell moved with its buttons keeps the focus.
     if (focused instanceof HTMLElement && focused !== document.activeElement) focused.focus();
     container.classList.toggle("empty", this.order.length === 0);
+    if (this.panel === "graph") this.showPanel();
+  }
+
+  // -- the side panel (assistant, dependencies) --
+
+  /** Open `name`'s panel, or close it if it is open (null closes any). */
+  togglePanel(name) {
+    this.panel = name && name !== this.panel ? name : null;
+    for (const button of document.querySelectorAll("[data-panel]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.panel === this.panel));
+    }
+    byId("side-panel").hidden = !this.panel;
+    document.querySelector(".nb-layout").classList.toggle("with-panel", Boolean(this.panel));
+    this.showPanel();
+  }
+
+  showPanel() {
+    if (!this.panel) return byId("panel-body").replaceChildren();
+    byId("panel-title").textContent = PANEL_TITLES[this.panel];
+    if (this.panel === "assistant") {
+      this.assistant ??= new AssistantPanel(this);
+      if (!this.assistant.root.isConnected) byId("panel-body").replaceChildren(this.assistant.root);
+      this.assistant.input.focus();
+    } else {
+      byId("panel-body").replaceChildren(drawGraph(this));
+    }
   }
 
   /** The cell with the focus, marked so command-mode keys have a visible target. */
