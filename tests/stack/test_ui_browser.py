@@ -48,6 +48,7 @@ def test_the_page_shows_a_notebook_that_ran(signed_in: SignedIn, api: Api) -> No
     expect(page.locator(".output table td", has_text="Oslo")).to_be_visible()
     expect(page.locator(".badge.status-success")).to_have_count(3)
     expect(page.locator(".table-info")).to_contain_text("2 rows × 2 columns")
+    expect(page.locator(".output th.row-index")).to_have_text(["", "0", "1"])
     expect(page.locator("#kernel")).to_have_text("kernel: idle")
     screenshot(page, "notebook")
     assert csp_violations(page) == []
@@ -373,3 +374,45 @@ def test_the_notebook_exports_as_a_script_and_as_html(
     exported = html.value.path().read_text()
     assert '<pre class="code">print(x + 1)</pre>' in exported
     assert '<pre class="stdout">21\n</pre>' in exported
+
+
+def test_a_dataframe_pages_and_sorts_with_its_row_numbers(
+    signed_in: SignedIn, api: Api
+) -> None:
+    notebook_id = api.notebook(
+        "import pandas as pd\npd.DataFrame({'n': [(i * 37) % 50 for i in range(50)]})"
+    )
+    api.run_all(notebook_id)
+    page = signed_in("grace").open(notebook_id)
+    table = page.locator(".output .table")
+    first_column = table.locator("tbody tr td:nth-of-type(1)")
+    expect(table.locator("tbody tr")).to_have_count(20)
+    expect(table.locator(".pager")).to_contain_text("rows 1–20 of 50")
+
+    table.locator("button[aria-label='Next rows']").click()
+    expect(table.locator("tbody th.row-index").first).to_have_text("20")
+    table.locator("thead th.sortable").click()
+    expect(first_column.first).to_have_text("0")
+    table.locator("thead th.sortable").click()
+
+    expect(first_column.first).to_have_text("49")
+    expect(table.locator("thead th.sortable")).to_have_attribute(
+        "aria-sort", "descending"
+    )
+    expect(table.locator(".pager")).to_contain_text("rows 1–20 of 50")
+
+
+def test_completion_offers_the_names_other_cells_define(
+    signed_in: SignedIn, api: Api
+) -> None:
+    notebook_id = api.notebook("revenue_2026 = 1", "")
+    page = signed_in("grace").open(notebook_id)
+    cell(page, 1).locator(".cm-content").click()
+
+    page.keyboard.type("reve")
+
+    option = page.locator(".cm-tooltip-autocomplete li", has_text="revenue_2026")
+    expect(option).to_be_visible()
+    expect(option).to_contain_text("cell 1")
+    option.click()
+    expect(cell(page, 1).locator(".cm-content")).to_have_text("revenue_2026")

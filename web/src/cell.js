@@ -128,7 +128,7 @@ export class CellView {
       },
       onChange: () => this.onInput(),
       onBlur: () => this.onBlur(),
-      complete: this.type === "CELL_TYPE_PYTHON" ? (code, offset) => this.session.complete(code, offset) : null,
+      names: this.type === "CELL_TYPE_MARKDOWN" ? null : () => this.session.definedNames(this),
     });
     this.preview = h("div", { class: "markdown preview", title: "Double-click to edit" });
     this.preview.addEventListener("dblclick", () => this.startEditing());

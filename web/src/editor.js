@@ -1,13 +1,13 @@
 /**
  * A cell's code editor: CodeMirror 6 with Python or SQL, line numbers,
- * bracket matching, search (Ctrl/Cmd+F), history and completion (the kernel's,
- * through the Complete RPC, when a `complete` source is given).
+ * bracket matching, search (Ctrl/Cmd+F), history and completion: the
+ * language's (keywords, builtins, names in the cell) and, when `names` is
+ * given, the names the notebook's other cells define.
  *
  * The notebook's own keys (run, leave the editor, save) come first, so they
  * win over CodeMirror's defaults.
  */
 
-import { autocompletion } from "@codemirror/autocomplete";
 import { python } from "@codemirror/lang-python";
 import { sql } from "@codemirror/lang-sql";
 import { Compartment, EditorState, Prec } from "@codemirror/state";
@@ -26,9 +26,9 @@ const LANGUAGES = {
 /**
  * An editor in `parent`. `keys` maps CodeMirror key names ("Shift-Enter") to
  * functions that return true when they handled the key; `onChange` gets the
- * new text; `complete(code, offset)` resolves to {from, options} or null.
+ * new text; `names()` lists the notebook's names to complete ({label, detail}).
  */
-export function createEditor({ parent, code, type, keys, onChange, onBlur, complete, label }) {
+export function createEditor({ parent, code, type, keys, onChange, onBlur, names, label }) {
   const language = new Compartment();
   const extensions = [
     Prec.highest(keymap.of(Object.entries(keys).map(([key, run]) => ({ key, run: () => run() })))),
@@ -43,8 +43,10 @@ export function createEditor({ parent, code, type, keys, onChange, onBlur, compl
       if (update.focusChanged && !update.view.hasFocus) onBlur();
     }),
   ];
-  if (complete) {
-    extensions.push(autocompletion({ override: [kernelCompletions(complete)], activateOnTyping: false }));
+  if (names) {
+    // One source per editor: the completion state tracks sources by identity.
+    const data = [{ autocomplete: notebookNames(names) }];
+    extensions.push(EditorState.languageData.of(() => data));
   }
   const view = new EditorView({ parent, state: EditorState.create({ doc: code, extensions }) });
   return {
@@ -78,13 +80,13 @@ export function createEditor({ parent, code, type, keys, onChange, onBlur, compl
   };
 }
 
-/** A CodeMirror completion source asking the kernel (Tab or Ctrl+Space). */
-function kernelCompletions(complete) {
-  return async (context) => {
-    const word = context.matchBefore(/[\w.]*/);
-    if (!context.explicit && (!word || word.from === word.to)) return null;
-    const reply = await complete(context.state.doc.toString(), context.pos);
-    if (!reply || reply.options.length === 0) return null;
-    return { from: reply.from, options: reply.options, validFor: /^\w*$/ };
+/** A completion source offering the names the notebook's cells define. */
+function notebookNames(names) {
+  return (context) => {
+    const word = context.matchBefore(/[A-Za-z_]\w*/);
+    if (!word || (word.from === word.to && !context.explicit)) return null;
+    // Not after a dot: attributes are the object's, not the notebook's.
+    if (word.from > 0 && context.state.sliceDoc(word.from - 1, word.from) === ".") return null;
+    return { from: word.from, options: names().map((name) => ({ ...name, type: "variable" })), validFor: /^\w*$/ };
   };
 }

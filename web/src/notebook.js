@@ -411,19 +411,15 @@ export class NotebookSession {
     return this.run(runnable);
   }
 
-  /** The kernel's completions at `offset` in `code` (Complete), as CodeMirror options. */
-  async complete(code, offset) {
-    try {
-      const reply = await rpc("execution", "complete", { notebookId: this.id, code, cursorOffset: offset });
-      const options = (reply.completions || []).map((item) => ({
-        label: item.text,
-        type: item.kind || undefined,
-        detail: item.signature || undefined,
-      }));
-      return { from: reply.replaceFrom ?? offset, options };
-    } catch {
-      return null;
-    }
+  /** The names other cells define, for completion: {label, detail: "cell N"}. */
+  definedNames(except) {
+    const names = [];
+    this.order.forEach((id, index) => {
+      const view = this.views.get(id);
+      if (view === except) return;
+      for (const name of view.cell.writes || []) names.push({ label: name, detail: `cell ${index + 1}` });
+    });
+    return names;
   }
 
   saveCell(view, code, resultName) {

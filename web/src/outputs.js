@@ -29,26 +29,97 @@ export function renderOutput(output) {
   return wrap(h("p", { class: "muted", text: `(${mime || "an output"} cannot be shown here)` }));
 }
 
-/** A table preview, built cell by cell as text. */
+const PAGE_ROWS = 20;
+
+/**
+ * A table preview, built cell by cell as text: the rows the kernel sent (its
+ * first ones), with their row numbers, 20 to a page, sorted by a column when
+ * its header is clicked (again: descending, a third time: as sent).
+ */
 function renderTable(table) {
   const columns = table.columns || [];
-  const rows = table.rows || [];
-  const head = h(
-    "tr",
-    {},
-    columns.map((column) =>
-      h("th", {}, h("span", { text: column.name ?? "" }), h("span", { class: "dtype", text: column.dtype || "" })),
+  const rows = (table.rows || []).map((values, position) => ({ position, values: values || [] }));
+  const total = Number(table.totalRows || rows.length);
+  const state = { page: 0, column: -1, descending: false };
+  const body = h("tbody");
+  const pager = h("span", { class: "pager" });
+  const headers = columns.map((column, index) =>
+    h(
+      "th",
+      { class: "sortable", title: "Sort by this column", "aria-sort": "none", onclick: () => sortBy(index) },
+      h("span", { text: column.name ?? "" }),
+      h("span", { class: "dtype", text: column.dtype || "" }),
     ),
   );
-  const body = rows.map((row) => h("tr", {}, (row || []).map(tableCell)));
-  const total = Number(table.totalRows || rows.length);
-  const caption = `${total} row${total === 1 ? "" : "s"} × ${columns.length} column${columns.length === 1 ? "" : "s"}`;
-  const shown = rows.length < total ? `showing ${rows.length} of ${total} rows` : caption;
+  const sorted = () => {
+    if (state.column < 0) return rows;
+    const direction = state.descending ? -1 : 1;
+    return [...rows].sort((a, b) => direction * compareValues(a.values[state.column], b.values[state.column]));
+  };
+  const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+  const show = () => {
+    const start = state.page * PAGE_ROWS;
+    const visible = sorted().slice(start, start + PAGE_ROWS);
+    body.replaceChildren(
+      ...visible.map(({ position, values }) =>
+        h("tr", {}, h("th", { class: "row-index", scope: "row", text: String(position) }), values.map(tableCell)),
+      ),
+    );
+    headers.forEach((header, index) => {
+      const sorting = index === state.column ? (state.descending ? "descending" : "ascending") : "none";
+      header.setAttribute("aria-sort", sorting);
+    });
+    const button = (text, label, page) =>
+      h("button", {
+        type: "button",
+        class: "link",
+        text,
+        "aria-label": label,
+        disabled: page < 0 || page >= pages,
+        onclick: () => {
+          state.page = page;
+          show();
+        },
+      });
+    pager.replaceChildren(
+      ...(pages > 1
+        ? [
+            button("‹", "Previous rows", state.page - 1),
+            ` rows ${start + 1}–${start + visible.length} of ${rows.length} `,
+            button("›", "Next rows", state.page + 1),
+          ]
+        : []),
+    );
+  };
+  const sortBy = (index) => {
+    if (state.column !== index) Object.assign(state, { column: index, descending: false });
+    else if (!state.descending) state.descending = true;
+    else Object.assign(state, { column: -1, descending: false });
+    state.page = 0;
+    show();
+  };
+  show();
+  const size = `${total} row${total === 1 ? "" : "s"} × ${columns.length} column${columns.length === 1 ? "" : "s"}`;
+  const sent = rows.length < total ? ` · the first ${rows.length} were sent` : "";
   return h(
     "div",
     { class: "table" },
-    h("div", { class: "table-scroll" }, h("table", {}, h("thead", {}, head), h("tbody", {}, body))),
-    h("p", { class: "muted table-info", text: shown }),
+    h(
+      "div",
+      { class: "table-scroll" },
+      h("table", {}, h("thead", {}, h("tr", {}, h("th", { class: "row-index" }), headers)), body),
+    ),
+    h("p", { class: "muted table-info" }, h("span", { text: `${size}${sent}` }), pager),
+  );
+}
+
+/** Nulls last, numbers by value, anything else as text. */
+function compareValues(a, b) {
+  const missing = (value) => value === null || value === undefined;
+  if (missing(a) || missing(b)) return missing(a) - missing(b);
+  if (typeof a === "number" && typeof b === "number") return a - b;
+  return String(typeof a === "object" ? JSON.stringify(a) : a).localeCompare(
+    String(typeof b === "object" ? JSON.stringify(b) : b),
   );
 }
 
