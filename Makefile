@@ -55,9 +55,10 @@ web/gen/.generated: node_modules/.installed $(PROTOS) buf.gen.yaml
 # Bundle the web page (web/src/, CodeMirror, connect-es) into what the gateway serves
 web: $(WEB_BUNDLE)
 
-$(WEB_BUNDLE): web/gen/.generated $(WEB_SOURCES)
-	npx --no-install esbuild web/src/main.js --bundle --format=esm --minify --sourcemap \
-		--target=es2022 --legal-comments=external --log-level=warning --outfile=$@
+$(WEB_BUNDLE): web/gen/.generated $(WEB_SOURCES) node_modules/.installed
+	npx --no-install esbuild app=web/src/main.js frame=web/src/frame.js --bundle \
+		--minify --sourcemap --target=es2022 --legal-comments=external --log-level=warning \
+		--outdir=$(dir $@)
 
 # Debian's Chromium for the browser tests: installed with apt-get when root, else explained
 chromium:

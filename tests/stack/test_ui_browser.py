@@ -416,3 +416,48 @@ def test_completion_offers_the_names_other_cells_define(
     expect(option).to_contain_text("cell 1")
     option.click()
     expect(cell(page, 1).locator(".cm-content")).to_have_text("revenue_2026")
+
+
+def test_plotly_and_vega_lite_charts_are_drawn_in_their_frames(
+    signed_in: SignedIn, api: Api
+) -> None:
+    notebook_id = api.notebook(
+        "import plotly.graph_objects as go\n"
+        "go.Figure(go.Bar(x=['a', 'b'], y=[1, 3]))",
+        "import altair as alt, pandas as pd\n"
+        "alt.Chart(pd.DataFrame({'x': [1, 2], 'y': [3, 4]})).mark_line()"
+        ".encode(x='x', y='y')",
+    )
+    api.run_all(notebook_id)
+    page = signed_in("grace").open(notebook_id)
+
+    charts = page.locator(".output .chart[data-drawn=true]")
+    expect(charts).to_have_count(2)
+
+    plotly = page.frame_locator(".output .chart iframe").nth(0)
+    vega = page.frame_locator(".output .chart iframe").nth(1)
+    expect(plotly.locator("#chart[data-drawn=true] .main-svg").first).to_be_visible()
+    expect(vega.locator("#chart[data-drawn=true] svg, #chart[data-drawn=true] canvas").first).to_be_visible()
+    screenshot(page, "charts")
+    assert csp_violations(page) == []
+
+
+def test_an_html_output_keeps_its_styles_and_runs_no_script(
+    signed_in: SignedIn, api: Api
+) -> None:
+    notebook_id = api.notebook(
+        "class Page:\n"
+        "    def _repr_html_(self):\n"
+        "        return ('<style>.hot { color: rgb(200, 0, 0); }</style>'\n"
+        "                '<p class=\"hot\">styled</p>'\n"
+        "                '<img src=\"x\" onerror=\"document.body.dataset.ran = 1\">')\n"
+        "Page()",
+    )
+    api.run_all(notebook_id)
+    page = signed_in("grace").open(notebook_id)
+
+    frame = page.frame_locator(".output .html-frame iframe")
+    styled = frame.locator("p.hot")
+    expect(styled).to_have_css("color", "rgb(200, 0, 0)")
+    expect(frame.locator("body")).not_to_have_attribute("data-ran", "1")
+    assert csp_violations(page) == []

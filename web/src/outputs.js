@@ -131,34 +131,41 @@ function tableCell(value) {
 }
 
 /**
- * HTML from a kernel, in a frame sandboxed with no permissions at all: no
- * scripts, no forms, and an opaque origin, so it can neither run code nor
- * touch this page. Its height cannot be measured from outside; it can be resized.
+ * An output shown in the output frame (static/frame.html): sandboxed with
+ * scripts allowed but an opaque origin, under its own policy that runs no
+ * inline script, so what a kernel sent (HTML, a chart spec) can touch nothing
+ * of this page. The output goes in by postMessage; the frame answers with the
+ * height it drew. HTML keeps its own styles there; charts are drawn by their
+ * libraries (Plotly, Vega-Embed), bundled with the frame.
  */
-function renderHtmlFrame(html) {
-  const frame = h("iframe", { sandbox: "", referrerpolicy: "no-referrer", title: "HTML output" });
-  frame.srcdoc = html;
-  const box = h("div", { class: "html-frame" }, frame);
-  box.style.height = `${guessHtmlHeight(html)}px`;
+function renderFramed(mime, message, kind) {
+  const frame = h("iframe", {
+    sandbox: "allow-scripts",
+    src: "/static/frame.html",
+    referrerpolicy: "no-referrer",
+    title: kind === "chart" ? "Chart" : "HTML output",
+  });
+  const box = h("div", { class: kind === "chart" ? "chart" : "html-frame" }, frame);
+  box.style.height = kind === "chart" ? "360px" : "120px";
+  const listen = (event) => {
+    if (!frame.isConnected && box.dataset.drawn) window.removeEventListener("message", listen);
+    if (event.source !== frame.contentWindow) return;
+    if (event.data?.type === "frame-ready") frame.contentWindow.postMessage({ type: "show", mime, ...message }, "*");
+    else if (event.data?.type === "frame-drawn") {
+      box.style.height = `${Math.min(900, Math.max(40, Number(event.data.height) || 0))}px`;
+      box.dataset.drawn = "true";
+    }
+  };
+  window.addEventListener("message", listen);
   return box;
 }
 
-/** Roughly how tall some HTML renders: a line per block-level element. */
-function guessHtmlHeight(html) {
-  const blocks = (html.match(/<(p|div|br|tr|li|h[1-6]|pre|table|hr)\b/gi) || []).length;
-  const lines = Math.max(1, blocks, html.split("\n").length / 2);
-  return Math.round(Math.min(480, 48 + 28 * lines));
+function renderHtmlFrame(html) {
+  return renderFramed("text/html", { html }, "html");
 }
 
-/** Charts would need their libraries; the spec is there to read. */
 function renderChart(mime, spec) {
-  const kind = mime.includes("plotly") ? "Plotly" : mime.includes("vegalite") ? "Vega-Lite" : "Vega";
-  return h(
-    "div",
-    { class: "chart" },
-    h("p", { class: "muted", text: `chart (${kind}): interactive charts are not drawn in this UI` }),
-    h("details", {}, h("summary", { text: "spec (JSON)" }), h("pre", { class: "json", text: JSON.stringify(spec, null, 2) })),
-  );
+  return renderFramed(mime, { spec }, "chart");
 }
 
 export function renderError(error) {
