@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -69,7 +69,9 @@ class Api:
     """The REST API as one user, to set a notebook up before the page opens it."""
 
     stack: RunningStack
+    user: str
     token: str
+    created: list[str] = field(default_factory=list)
 
     def _client(self) -> httpx.Client:
         return httpx.Client(
@@ -84,9 +86,16 @@ class Api:
             created = api.post("/notebooks", json={"name": name})
             created.raise_for_status()
             notebook_id: str = created.json()["notebook"]["id"]
+            self.created.append(notebook_id)
             for code in cells:
                 api.post(f"/notebooks/{notebook_id}/cells", json={"code": code})
         return notebook_id
+
+    def shut_down_kernels(self) -> None:
+        """Stop the kernels of the notebooks made here (a user may have ten)."""
+        with self._client() as api:
+            for notebook_id in self.created:
+                api.delete(f"/notebooks/{notebook_id}/kernel")
 
     def cell_ids(self, notebook_id: str) -> list[str]:
         with self._client() as api:

@@ -10,6 +10,7 @@ before it chats, and reads the requests the model got.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Final
 
 import pytest
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from tests.stack.stack_process import RunningStack
 
 START_TIMEOUT_S: Final = 90.0
+_USERS: Final = itertools.count(1)
 MODEL_API_KEY: Final = "sk-stack-tests-0123456789abcdef"
 
 
@@ -92,6 +94,13 @@ def signed_in(
 
 
 @pytest.fixture
-def api(stack: RunningStack) -> Api:
-    """The REST API as grace, to set notebooks up."""
-    return Api(stack, stack.token("grace"))
+def api(stack: RunningStack) -> Iterator[Api]:
+    """The REST API as a user of the test's own, to set notebooks up.
+
+    A user per test, and their kernels stopped after it: the stack allows a
+    user ten kernels, and the browser tests together start more.
+    """
+    user = f"web{next(_USERS)}"
+    client = Api(stack, user, stack.token(user))
+    yield client
+    client.shut_down_kernels()

@@ -33,7 +33,7 @@ def test_the_assistant_streams_its_answer_and_its_edits_show_live(
         tool_call("run_cells", call_id="call_2"),
         text("I added ", "a cell and ", "ran it."),
     )
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
 
     page.click("[data-panel=assistant]")
     page.fill(".chat-input", "Print base plus two")

@@ -42,7 +42,7 @@ def test_the_page_shows_a_notebook_that_ran(signed_in: SignedIn, api: Api) -> No
     notebook_id = api.notebook(*CELLS)
     assert api.run_all(notebook_id) == ["CELL_STATUS_SUCCESS"] * 3
 
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
 
     expect(page.locator("pre.stdout")).to_have_text("2\n")
     expect(page.locator(".output table td", has_text="Oslo")).to_be_visible()
@@ -58,20 +58,20 @@ def test_the_token_in_the_address_is_kept_and_taken_out_of_it(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("x = 1")
-    session = signed_in("grace")
+    session = signed_in(api.user)
 
     page = session.open(notebook_id)
 
     assert page.evaluate("location.hash") == f"#notebook={notebook_id}"
     assert page.evaluate("localStorage.getItem('reflow.token')") == session.token
-    expect(page.locator("#user")).to_have_text("grace")
+    expect(page.locator("#user")).to_have_text(api.user)
 
 
 def test_the_page_calls_the_services_with_grpc_web(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("x = 1")
-    page = signed_in("grace").context.new_page()
+    page = signed_in(api.user).context.new_page()
     calls: list[tuple[str, str]] = []
     page.on(
         "request",
@@ -100,7 +100,7 @@ def test_the_page_calls_the_services_with_grpc_web(
 def test_signing_in_with_a_pasted_token_shows_the_list(
     signed_in: SignedIn, api: Api
 ) -> None:
-    session = signed_in("grace")
+    session = signed_in(api.user)
     page = session.context.new_page()
     page.goto(api.stack.base_url)
     expect(page.locator("#sign-in-view")).to_be_visible()
@@ -110,13 +110,13 @@ def test_signing_in_with_a_pasted_token_shows_the_list(
     page.click("#sign-in-form button[type=submit]")
 
     expect(page.locator("#list-view")).to_be_visible()
-    expect(page.locator("#user")).to_have_text("grace")
+    expect(page.locator("#user")).to_have_text(api.user)
 
 
 def test_a_demo_notebook_created_in_the_page_opens_and_runs(
-    signed_in: SignedIn,
+    signed_in: SignedIn, api: Api
 ) -> None:
-    page = signed_in("grace").open()
+    page = signed_in(api.user).open()
     page.fill("#create-name", "Demo")
     page.check("#create-demo")
     screenshot(page, "list")
@@ -136,7 +136,7 @@ def test_a_new_notebook_says_its_kernel_has_not_started(
 ) -> None:
     notebook_id = api.notebook("x = 1")
 
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
 
     expect(page.locator("#kernel")).to_have_text("kernel: not started")
     expect(cell(page, 0).locator(".badge")).to_have_text("not run")
@@ -146,7 +146,7 @@ def test_the_editor_highlights_numbers_lines_and_searches(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("def f(a):\n    return (a + 1)")
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     editor = cell(page, 0).locator(".cm-content")
 
     editor.click()
@@ -164,7 +164,7 @@ def test_shift_enter_on_the_last_cell_runs_it_and_adds_a_cell(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("a = 40")
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     cell(page, 0).locator(".cm-content").click()
 
     page.keyboard.press("Shift+Enter")
@@ -179,7 +179,7 @@ def test_shift_enter_on_the_last_cell_runs_it_and_adds_a_cell(
 
 def test_ctrl_enter_runs_in_place(signed_in: SignedIn, api: Api) -> None:
     notebook_id = api.notebook("print('here')")
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     cell(page, 0).locator(".cm-content").click()
 
     page.keyboard.press("Control+Enter")
@@ -193,7 +193,7 @@ def test_command_mode_adds_moves_and_deletes_with_undo(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("one = 1", "two = 2")
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     cell(page, 0).locator(".cm-content").click()
 
     page.keyboard.press("Escape")
@@ -225,7 +225,7 @@ def test_command_mode_adds_moves_and_deletes_with_undo(
 def test_an_edit_reruns_what_depends_on_it(signed_in: SignedIn, api: Api) -> None:
     notebook_id = api.notebook("x = 1", "print(x * 10)")
     api.run_all(notebook_id)
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     expect(page.locator("pre.stdout")).to_have_text("10\n")
     editor = cell(page, 0).locator(".cm-content")
 
@@ -243,7 +243,7 @@ def test_a_run_behind_another_is_queued_until_interrupted(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("import time\ntime.sleep(60)", "y = 2")
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
 
     cell(page, 0).locator("button.run").click()
     expect(cell(page, 0).locator(".badge")).to_have_text("running")
@@ -261,7 +261,7 @@ def test_a_name_defined_twice_names_the_other_cell_until_fixed(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("z = 1", "z = 2")
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     expect(cell(page, 0).locator(".analysis-error")).to_contain_text("cell 2")
 
     cell(page, 1).locator(".cm-content").click()
@@ -276,8 +276,8 @@ def test_a_cell_typed_and_run_in_one_browser_shows_in_another(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("a = 40")
-    author = signed_in("grace").open(notebook_id)
-    watcher = signed_in("grace").open(notebook_id)
+    author = signed_in(api.user).open(notebook_id)
+    watcher = signed_in(api.user).open(notebook_id)
 
     cell(author, 0).locator("button.run").click()
     author.click("[data-add=CELL_TYPE_PYTHON]")
@@ -292,7 +292,7 @@ def test_a_save_over_a_newer_edit_of_the_cell_shows_both_versions(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("v = 1", "w = 1")
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     first = api.cell_ids(notebook_id)[0]
     cell(page, 0).locator(".cm-content").click()
     page.keyboard.press("Control+a")
@@ -314,7 +314,7 @@ def test_a_save_over_a_newer_edit_of_the_cell_shows_both_versions(
 
 def test_the_dark_theme_is_switchable(signed_in: SignedIn, api: Api) -> None:
     notebook_id = api.notebook(*CELLS[:2])
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     before = page.evaluate("getComputedStyle(document.body).backgroundColor")
 
     page.click("#theme")
@@ -331,7 +331,7 @@ def test_the_narrow_layout_does_not_overflow(signed_in: SignedIn, api: Api) -> N
     notebook_id = api.notebook(*CELLS)
     api.run_all(notebook_id)
 
-    page = signed_in("grace", width=390, height=844).open(notebook_id)
+    page = signed_in(api.user, width=390, height=844).open(notebook_id)
 
     expect(page.locator(".output table")).to_be_visible()
     screenshot(page, "narrow")
@@ -340,7 +340,7 @@ def test_the_narrow_layout_does_not_overflow(signed_in: SignedIn, api: Api) -> N
 
 def test_the_dependency_view_draws_the_graph(signed_in: SignedIn, api: Api) -> None:
     notebook_id = api.notebook("a = 1", "b = a + 1", "c = a + b", "d = 4")
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
 
     page.click("[data-panel=graph]")
 
@@ -360,7 +360,7 @@ def test_the_notebook_exports_as_a_script_and_as_html(
 ) -> None:
     notebook_id = api.notebook("x = 20", "print(x + 1)")
     api.run_all(notebook_id)
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     expect(page.locator("pre.stdout")).to_have_text("21\n")
 
     with page.expect_download() as script:
@@ -383,7 +383,7 @@ def test_a_dataframe_pages_and_sorts_with_its_row_numbers(
         "import pandas as pd\npd.DataFrame({'n': [(i * 37) % 50 for i in range(50)]})"
     )
     api.run_all(notebook_id)
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     table = page.locator(".output .table")
     first_column = table.locator("tbody tr td:nth-of-type(1)")
     expect(table.locator("tbody tr")).to_have_count(20)
@@ -406,7 +406,7 @@ def test_completion_offers_the_names_other_cells_define(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook("revenue_2026 = 1", "")
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
     cell(page, 1).locator(".cm-content").click()
 
     page.keyboard.type("reve")
@@ -422,22 +422,22 @@ def test_plotly_and_vega_lite_charts_are_drawn_in_their_frames(
     signed_in: SignedIn, api: Api
 ) -> None:
     notebook_id = api.notebook(
-        "import plotly.graph_objects as go\n"
-        "go.Figure(go.Bar(x=['a', 'b'], y=[1, 3]))",
+        "import plotly.graph_objects as go\ngo.Figure(go.Bar(x=['a', 'b'], y=[1, 3]))",
         "import altair as alt, pandas as pd\n"
         "alt.Chart(pd.DataFrame({'x': [1, 2], 'y': [3, 4]})).mark_line()"
         ".encode(x='x', y='y')",
     )
     api.run_all(notebook_id)
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
 
     charts = page.locator(".output .chart[data-drawn=true]")
     expect(charts).to_have_count(2)
 
     plotly = page.frame_locator(".output .chart iframe").nth(0)
     vega = page.frame_locator(".output .chart iframe").nth(1)
-    expect(plotly.locator("#chart[data-drawn=true] .main-svg").first).to_be_visible()
-    expect(vega.locator("#chart[data-drawn=true] svg, #chart[data-drawn=true] canvas").first).to_be_visible()
+    drawn = "#chart[data-drawn=true]"
+    expect(plotly.locator(f"{drawn} .main-svg").first).to_be_visible()
+    expect(vega.locator(f"{drawn} svg, {drawn} canvas").first).to_be_visible()
     screenshot(page, "charts")
     assert csp_violations(page) == []
 
@@ -450,11 +450,11 @@ def test_an_html_output_keeps_its_styles_and_runs_no_script(
         "    def _repr_html_(self):\n"
         "        return ('<style>.hot { color: rgb(200, 0, 0); }</style>'\n"
         "                '<p class=\"hot\">styled</p>'\n"
-        "                '<img src=\"x\" onerror=\"document.body.dataset.ran = 1\">')\n"
+        '                \'<img src="x" onerror="document.body.dataset.ran = 1">\')\n'
         "Page()",
     )
     api.run_all(notebook_id)
-    page = signed_in("grace").open(notebook_id)
+    page = signed_in(api.user).open(notebook_id)
 
     frame = page.frame_locator(".output .html-frame iframe")
     styled = frame.locator("p.hot")

@@ -4,9 +4,10 @@
  * and its outputs.
  *
  * The editor's text is the user's: events replace it only while it holds what
- * the server last said (no unsaved edit to lose). A save carries the revision
- * of the cell the edit started from; one refused because someone else saved
- * the cell since shows both versions to choose from (conflict.js).
+ * the server last said (no unsaved edit to lose). A save carries the code the
+ * edit started from: if someone else saved the cell since (seen in the events
+ * already, or refused by the server with CELL_CHANGED), the cell shows both
+ * versions to choose from.
  *
  * Keys, as in Jupyter and marimo. In the editor: Shift+Enter runs and moves
  * on (making a cell at the end), Ctrl/Cmd+Enter runs in place, Esc goes to
@@ -448,27 +449,32 @@ export class CellView {
     const unchanged = code === this.savedCode || code === this.sentCode;
     if (!force && unchanged && !nameChanged) return;
     if (!this.conflict.hidden) return; // the user is choosing between two versions
-    if (this.base !== null && this.base !== this.savedCode && code !== this.savedCode) {
+    if (!force && this.base !== null && this.base !== this.savedCode && code !== this.savedCode) {
       this.showConflict(this.cell);
       return;
     }
     this.sentCode = code;
-    await this.session.saveCell(this, code, sql ? name : undefined);
+    const expected = this.base ?? this.savedCode;
+    const outcome = await this.session.saveCell(this, code, sql ? name : undefined, expected);
+    if (outcome.conflict) this.showConflict(outcome.conflict);
+    else if (!outcome.saved) this.sentCode = null;
   }
 
   /** Someone else saved this cell since our edit began: theirs or ours? */
   showConflict(theirs) {
     this.sentCode = null;
     const mine = this.editor.code;
+    const theirCode = theirs.code || "";
     const keepMine = () => {
       this.clearConflict();
-      this.base = this.savedCode;
+      this.base = theirCode;
       this.showBase();
       this.save(true);
     };
     const takeTheirs = () => {
       this.clearConflict();
-      this.editor.code = this.savedCode;
+      this.base = null;
+      this.editor.code = theirCode;
       this.onInput();
     };
     this.conflict.replaceChildren(
@@ -476,7 +482,7 @@ export class CellView {
       h(
         "div",
         { class: "conflict-versions" },
-        h("div", {}, h("h4", { text: "Theirs (saved)" }), h("pre", { class: "theirs", text: theirs.code || "" })),
+        h("div", {}, h("h4", { text: "Theirs (saved)" }), h("pre", { class: "theirs", text: theirCode })),
         h("div", {}, h("h4", { text: "Yours" }), h("pre", { class: "mine", text: mine })),
       ),
       h(

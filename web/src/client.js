@@ -13,6 +13,7 @@ import { fromJson, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
+import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { AssistantService } from "../gen/reflow/assistant/v1/assistant_pb.js";
 import { ExecutionService } from "../gen/reflow/execution/v1/execution_pb.js";
 import { GatewayService } from "../gen/reflow/gateway/v1/gateway_pb.js";
@@ -47,13 +48,14 @@ export function storeToken(token) {
   else localStorage.removeItem(TOKEN_KEY);
 }
 
-/** An RPC's failure, with the gRPC code's name and the server's message. */
+/** An RPC's failure: the gRPC code, the server's message, the ErrorInfo reason. */
 export class RpcError extends Error {
   constructor(error) {
     const failure = ConnectError.from(error);
     super(failure.rawMessage || Code[failure.code]);
     this.code = failure.code;
     this.codeName = Code[failure.code];
+    this.reason = failure.findDetails(ErrorInfoSchema)[0]?.reason || "";
   }
 }
 

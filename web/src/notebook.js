@@ -422,10 +422,25 @@ export class NotebookSession {
     return names;
   }
 
-  saveCell(view, code, resultName) {
-    const request = { cellId: view.id, code };
+  /**
+   * Save a cell's code. `expectedCode` is what the edit started from: the
+   * server refuses the save if someone else has changed the cell since, and
+   * then this resolves to {conflict: <the cell as saved now>}.
+   */
+  async saveCell(view, code, resultName, expectedCode) {
+    const request = { notebookId: this.id, cellId: view.id, code, expectedCode };
     if (resultName !== undefined) request.resultName = resultName;
-    return this.call("notebook", "updateCell", request, "Saving");
+    try {
+      return { saved: await rpc("notebook", "updateCell", request) };
+    } catch (error) {
+      if (error.reason === "CELL_CHANGED") {
+        const { notebook } = await rpc("notebook", "getNotebook", { notebookId: this.id });
+        const theirs = (notebook.cells || []).find((cell) => cell.id === view.id);
+        if (theirs) return { conflict: theirs };
+      }
+      if (error.code !== Code.Unauthenticated) notify(`Saving failed: ${this.humanize(error.message)}`, "error");
+      return {};
+    }
   }
 
   setRunMode(lazy) {
