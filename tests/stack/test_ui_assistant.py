@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING
 from playwright.sync_api import expect
 
 from tests.assistant.model_server import text, tool_call
-from tests.stack.browser import cell_codes, screenshot
+from tests.stack.browser import Api, Session, cell_codes, screenshot
+from tests.stack.test_chat import unconfigured  # noqa: F401  (fixture)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from playwright.sync_api import Browser
+
     from tests.assistant.model_server import ScriptedModelServer
-    from tests.stack.browser import Api, Session
+    from tests.stack.stack_process import RunningStack
 
     SignedIn = Callable[..., Session]
 
@@ -50,3 +53,20 @@ def test_the_assistant_streams_its_answer_and_its_edits_show_live(
         "Print base plus two"
     )
     screenshot(page, "assistant")
+
+
+def test_with_no_model_configured_the_panel_names_the_missing_setting(
+    chromium: Browser,
+    unconfigured: RunningStack,  # noqa: F811  (the imported fixture)
+) -> None:
+    api = Api(unconfigured, "ada", unconfigured.token("ada"))
+    notebook_id = api.notebook("x = 1")
+    context = chromium.new_context(viewport={"width": 1200, "height": 900})
+    page = Session(unconfigured, context, api.token).open(notebook_id)
+
+    page.click("[data-panel=assistant]")
+    page.fill(".chat-input", "hello")
+    page.keyboard.press("Enter")
+
+    expect(page.locator(".msg-assistant .chat-error")).to_contain_text("OPENAI_API_KEY")
+    context.close()
