@@ -5,6 +5,8 @@ UV := .tools/bin/uv
 VENV := .venv
 RUN := $(UV) run --frozen --no-sync
 PROTOS := $(shell find protos -name '*.proto')
+WEB_SOURCES := $(shell find web/src -type f)
+WEB_BUNDLE := services/gateway/static/dist/app.js
 # Envoy in docker-compose.yml: the gateway's container address, the descriptor
 # set the envoy image carries (services/Dockerfile); tests/test_deployment.py
 # renders with these too
@@ -12,7 +14,7 @@ DEPLOY_ENVOY_ARGS := --listen 0.0.0.0:8080 --admin 127.0.0.1:9901 \
 	--gateway-grpc gateway:50050 --gateway-http gateway:8000 \
 	--descriptor /etc/envoy/reflow.binpb
 
-.PHONY: help install protos web-protos envoy-config deploy-envoy-config dynamodb-table compose-up compose-up-dynamodb test fuzz soak lint typecheck check run bench internal-token token clean
+.PHONY: help install protos web-protos web chromium envoy-config deploy-envoy-config dynamodb-table compose-up compose-up-dynamodb test fuzz soak lint typecheck check run bench internal-token token clean
 
 # Show available commands
 help:
@@ -48,6 +50,23 @@ web/gen/.generated: node_modules/.installed $(PROTOS) buf.gen.yaml
 	npx --no-install buf generate
 	touch $@
 
+# Bundle the web page (web/src/, CodeMirror, connect-es) into what the gateway serves
+web: $(WEB_BUNDLE)
+
+$(WEB_BUNDLE): web/gen/.generated $(WEB_SOURCES) node_modules/.installed
+	npx --no-install esbuild app=web/src/main.js frame=web/src/frame.js --bundle \
+		--minify --sourcemap --target=es2022 --legal-comments=external --log-level=warning \
+		--outdir=$(dir $@)
+
+# Debian's Chromium for the browser tests: installed with apt-get when root, else explained
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "chromium is missing: the browser tests will be skipped. Install it with: sudo apt-get install -y chromium"; \
+		fi; }
+
 # Rewrite envoy.yaml from services/stack/envoy.yaml.tmpl (the defaults of `make run`)
 envoy-config: install
 	$(RUN) python -m services.stack.envoy_config --output envoy.yaml
@@ -69,11 +88,11 @@ compose-up-dynamodb:
 	docker compose $(if $(wildcard .env),--env-file .env) --env-file deploy/dynamodb.env up --build
 
 # Run the whole test suite (installs what is missing first)
-test: install protos web-protos
+test: install protos web-protos web chromium
 	$(RUN) pytest $(PYTEST_ARGS)
 
 # Fuzz every public RPC through Envoy for longer (FUZZ_EXAMPLES per RPC, route and socket)
-fuzz: install protos web-protos
+fuzz: install protos web-protos web
 	REFLOW_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),500) $(RUN) pytest tests/stack/test_fuzz.py $(PYTEST_ARGS)
 
 # A bounded load run through Envoy: SOAK_CLIENTS users for SOAK_MINUTES (a measurement, not a test)
@@ -95,7 +114,7 @@ typecheck: install protos
 check: lint typecheck test
 
 # Start the whole stack locally (services + Envoy on :8080); Ctrl-C stops it
-run: install protos
+run: install protos web
 	$(RUN) python -m services.stack
 
 # Measure DESIGN §9 beside Jupyter in one run (BENCH_ARGS=--quick|--direct|--skip-jupyter)
@@ -113,4 +132,4 @@ internal-token: install
 		$(RUN) python -m services.shared.auth mint $(or $(USER_NAME),$(USER))
 
 clean:
-	rm -rf $(VENV) .tools node_modules protos/.generated web/gen
+	rm -rf $(VENV) .tools node_modules protos/.generated web/gen services/gateway/static/dist

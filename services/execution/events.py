@@ -21,6 +21,12 @@ def run_started(
     )
 
 
+def cell_queued(cell_id: str) -> execution_pb2.ExecutionEvent:
+    return execution_pb2.ExecutionEvent(
+        cell_id=cell_id, cell_queued=execution_pb2.CellQueued()
+    )
+
+
 def cell_started(cell_id: str, execution_count: int) -> execution_pb2.ExecutionEvent:
     return execution_pb2.ExecutionEvent(
         cell_id=cell_id,

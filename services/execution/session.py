@@ -122,10 +122,18 @@ class Session:
                     return
 
     def submit(self, request: RunRequest) -> None:
-        """Queue a run without waiting for it (its events go to watchers)."""
+        """Queue a run without waiting for it (its events go to watchers).
+
+        Behind a run that is going on, each cell asked for is announced as
+        queued at once (CellQueued, with no run id yet), so every watcher shows
+        it waiting its turn.
+        """
         self._queue.append(request)
         if self._task is None:
             self._task = asyncio.create_task(self._run_queued())
+            return
+        for cell_id in sorted(request.cells):
+            self._emit("", events.cell_queued(cell_id))
 
     def has_run(self, cell_ids: Iterable[str]) -> bool:
         """True if any of these cells has run in the current kernel."""

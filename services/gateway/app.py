@@ -1,12 +1,14 @@
 """The gateway's HTTP side: ``/ws/notebooks/{id}``, ``/healthz``, the web UI and,
 in dev mode, the development issuer's ``/.well-known/jwks.json``.
 
-The web UI is static: ``/`` is ``static/index.html``, ``/static/`` its one ES
-module and stylesheet, and ``/ui/config`` tells the page what it cannot know
-before sign-in (whether dev tokens work here). No build step and nothing from
-a CDN: what the browser runs is what the repository holds. Cell outputs are
-untrusted, so the page is served with a strict Content-Security-Policy (no
-inline script, no foreign origins; sandboxed ``srcdoc`` frames for HTML).
+The web UI: ``/`` is ``static/index.html``, ``/static/`` its stylesheet and
+the ES module ``make web`` bundles from ``web/src/`` into ``static/dist/``,
+and ``/ui/config`` tells the page what it cannot know before sign-in (whether
+dev tokens work here). Nothing comes from a CDN. Cell outputs are untrusted,
+so the page is served with a strict Content-Security-Policy (no inline
+script, no foreign origins; sandboxed ``srcdoc`` frames for HTML). The one
+allowance is a fresh nonce per page load for the ``<style>`` elements the
+editor (CodeMirror) creates; the page reads it from a ``<meta>`` tag.
 
 ``create_app`` is a factory (no globals, no import-time state): everything
 the routes need is passed in. The channels and the HTTP client it uses are
@@ -15,11 +17,12 @@ opened by ``__main__`` because the gRPC side shares them.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.applications import Starlette
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -39,6 +42,16 @@ if TYPE_CHECKING:
 WEBSOCKET_PATH = "/ws/notebooks/{notebook_id}"
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
+
+STYLE_NONCE_SLOT: Final = "{{style_nonce}}"
+
+
+def content_security_policy(style_nonce: str) -> str:
+    """The page's policy, allowing ``<style>`` elements that carry ``style_nonce``."""
+    return CONTENT_SECURITY_POLICY.replace(
+        "style-src 'self'", f"style-src 'self' 'nonce-{style_nonce}'"
+    )
+
 
 CONTENT_SECURITY_POLICY: Final = "; ".join(
     [
@@ -99,8 +112,13 @@ def ui_routes(dev_mode: bool) -> list[BaseRoute]:
         "devTokenCommand": DEV_TOKEN_COMMAND if dev_mode else "",
     }
 
-    async def page(request: Request) -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+    async def page(request: Request) -> HTMLResponse:
+        nonce = secrets.token_urlsafe(18)
+        html = (STATIC_DIR / "index.html").read_text().replace(STYLE_NONCE_SLOT, nonce)
+        headers = PAGE_HEADERS | {
+            "content-security-policy": content_security_policy(nonce)
+        }
+        return HTMLResponse(html, headers=headers)
 
     async def ui_config(request: Request) -> JSONResponse:
         return JSONResponse(config, headers={"cache-control": "no-store"})

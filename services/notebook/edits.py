@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from services.notebook.errors import CellNotFound
+from services.notebook.errors import CellChanged, CellNotFound
 from services.notebook.models import Cell, CellId, CellStatus, Notebook, RunMode
 from services.shared.errors import InvalidArgument
 
@@ -85,10 +85,17 @@ def update_cell(
     code: str,
     result_name: str | None,
     now: datetime,
+    expected_code: str | None = None,
 ) -> Notebook:
-    """Replace a cell's code (and result name); the cell becomes STALE."""
+    """Replace a cell's code (and result name); the cell becomes STALE.
+
+    With ``expected_code``, refused (CellChanged) if the cell's code is no
+    longer that: the caller would overwrite someone else's newer edit.
+    """
     position = _position(notebook, cell_id)
     old = notebook.cells[position]
+    if expected_code is not None and old.code != expected_code:
+        raise CellChanged(notebook.id, cell_id)
     new = dataclasses.replace(
         old,
         code=code,

@@ -61,6 +61,17 @@ class RevisionConflict(Aborted):
         self.current = current
 
 
+class CellChanged(Aborted):
+    """A cell's code is no longer what the caller's edit started from."""
+
+    def __init__(self, notebook_id: str, cell_id: str) -> None:
+        super().__init__(
+            f"cell {cell_id!r} was changed by someone else since your edit began",
+            reason="CELL_CHANGED",
+            metadata={"notebook_id": notebook_id, "cell_id": cell_id},
+        )
+
+
 class NotebookCorrupt(DataLoss):
     """The stored document cannot be read back."""
 

@@ -264,13 +264,19 @@ class NotebookManager:
         code: str,
         result_name: str | None,
         expected: int,
+        expected_code: str | None = None,
     ) -> CellChange:
-        """Replace a cell's code; it becomes STALE."""
+        """Replace a cell's code; it becomes STALE.
+
+        With ``expected_code``, refused if the cell's code is no longer that.
+        """
         done = await self._edit(
             owner,
             notebook_id,
             expected,
-            lambda nb, now: edits.update_cell(nb, cell_id, code, result_name, now),
+            lambda nb, now: edits.update_cell(
+                nb, cell_id, code, result_name, now, expected_code
+            ),
         )
         return self._cell_changed(done, ChangeKind.CELL_UPDATED, cell_id)
 

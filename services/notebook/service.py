@@ -339,6 +339,9 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
             check.result_name("result_name", result_name)
         check.not_negative("expected_revision", request.expected_revision)
         check.raise_if_any()
+        expected_code = (
+            request.expected_code if request.HasField("expected_code") else None
+        )
         change = await self._manager.update_cell(
             current_user(),
             notebook_id,
@@ -346,6 +349,7 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
             request.code,
             result_name,
             request.expected_revision,
+            expected_code,
         )
         return notebook_pb2.UpdateCellResponse(**_edited_cell(change))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import grpc
@@ -281,3 +282,30 @@ async def test_kernel_rpcs_on_a_notebook_without_one_are_not_found(
         )
 
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_run_asked_for_behind_another_is_announced_queued_at_once(
+    stack: Stack,
+) -> None:
+    nb, slow, other = await stack.notebook(
+        "import time\nprint('started', flush=True)\ntime.sleep(2)", "y = 2"
+    )
+    watch = stack.execution.WatchExecution(
+        execution_pb2.WatchExecutionRequest(notebook_id=nb), metadata=stack.metadata()
+    )
+    first = asyncio.create_task(stack.run(nb, slow))
+    async for reply in watch:
+        if reply.event.HasField("stream_chunk"):
+            break
+
+    second = asyncio.create_task(stack.run(nb, other))
+    async for reply in watch:
+        if reply.event.HasField("cell_queued"):
+            queued = reply.event
+            break
+    watch.cancel()
+    await first
+    events = await second
+
+    assert queued.cell_id == other
+    assert finished(events)[other].status == Status.CELL_STATUS_SUCCESS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -16,6 +17,9 @@ from services.gateway.clients import Downstreams
 from services.gateway.config import WebSocketSettings
 from services.shared.auth import InternalTokens
 from tests.gateway.conftest import SECRET
+
+WEB_SOURCE = Path(__file__).parents[2] / "web" / "src"
+"""The page's own modules (the bundle also holds CodeMirror's and connect-es's code)."""
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -97,7 +101,7 @@ def test_the_page_has_a_strict_content_security_policy(client: TestClient) -> No
     )
     assert policy["default-src"] == "'self'"
     assert policy["script-src"] == "'self'"
-    assert policy["style-src"] == "'self'"
+    assert re.fullmatch(r"'self' 'nonce-[\w-]{24}'", policy["style-src"])
     assert policy["connect-src"] == "'self' ws: wss:"
     assert policy["img-src"] == "'self' data:"
     assert policy["object-src"] == "'none'"
@@ -110,7 +114,16 @@ def test_the_page_has_no_inline_script_or_style(client: TestClient) -> None:
     parts = page_parts(client.get("/").text)
 
     assert parts.inline == []
-    assert parts.script_sources == ["/static/app.js"]
+    assert parts.script_sources == ["/static/dist/app.js"]
+
+
+def test_each_page_load_has_its_own_style_nonce(client: TestClient) -> None:
+    first, second = client.get("/"), client.get("/")
+
+    nonce = re.search(r'name="style-nonce" content="([\w-]+)"', first.text)
+    assert nonce is not None
+    assert f"'nonce-{nonce.group(1)}'" in first.headers["content-security-policy"]
+    assert nonce.group(1) not in second.text
 
 
 def test_the_pages_script_and_stylesheet_are_served(client: TestClient) -> None:
@@ -121,7 +134,7 @@ def test_the_pages_script_and_stylesheet_are_served(client: TestClient) -> None:
 
     assert script.status_code == 200
     assert script.headers["content-type"].startswith("text/javascript")
-    assert script.text == (STATIC_DIR / "app.js").read_text()
+    assert script.text == (STATIC_DIR / "dist" / "app.js").read_text()
     assert stylesheet.status_code == 200
     assert stylesheet.headers["content-type"].startswith("text/css")
 
@@ -151,7 +164,8 @@ def test_ui_config_with_an_identity_provider_has_no_dev_hint() -> None:
     [r"\.innerHTML\b", r"\.outerHTML\b", r"insertAdjacentHTML", r"document\.write"]
     + [r"\beval\(", r"new Function\(", r"allow-same-origin"],
 )
-def test_the_script_never_parses_data_as_html(pattern: str) -> None:
-    source = (STATIC_DIR / "app.js").read_text()
+def test_the_pages_own_code_never_parses_data_as_html(pattern: str) -> None:
+    sources = {path.name: path.read_text() for path in WEB_SOURCE.glob("*.js")}
 
-    assert re.search(pattern, source) is None
+    assert sources
+    assert [name for name, code in sources.items() if re.search(pattern, code)] == []

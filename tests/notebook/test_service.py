@@ -709,3 +709,54 @@ async def test_internal_database_connection_is_unmasked(
 
     assert reply.database_url == url
     assert foreign.code() == grpc.StatusCode.NOT_FOUND
+
+
+# -- per-cell conflicts (expected_code) -------------------------------------------
+
+
+async def test_a_save_over_someone_elses_newer_edit_of_the_cell_is_aborted(
+    stub: Stub, alice: Metadata
+) -> None:
+    notebook = await new_notebook(stub, alice)
+    cell = (await add_cell(stub, alice, notebook.id, "x = 1")).cell
+    await stub.UpdateCell(
+        pb.UpdateCellRequest(notebook_id=notebook.id, cell_id=cell.id, code="x = 2"),
+        metadata=alice,
+    )
+
+    error = await rpc_error(
+        stub.UpdateCell(
+            pb.UpdateCellRequest(
+                notebook_id=notebook.id,
+                cell_id=cell.id,
+                code="x = 3",
+                expected_code="x = 1",
+            ),
+            metadata=alice,
+        )
+    )
+
+    assert error.code() == grpc.StatusCode.ABORTED
+    domain = service_error_from(error)
+    assert domain is not None
+    assert domain.reason == "CELL_CHANGED"
+
+
+async def test_a_save_based_on_the_cells_current_code_is_applied_whatever_else_changed(
+    stub: Stub, alice: Metadata
+) -> None:
+    notebook = await new_notebook(stub, alice)
+    cell = (await add_cell(stub, alice, notebook.id, "x = 1")).cell
+    await add_cell(stub, alice, notebook.id, "y = 1")
+
+    reply = await stub.UpdateCell(
+        pb.UpdateCellRequest(
+            notebook_id=notebook.id,
+            cell_id=cell.id,
+            code="x = 3",
+            expected_code="x = 1",
+        ),
+        metadata=alice,
+    )
+
+    assert reply.cell.code == "x = 3"

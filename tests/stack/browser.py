@@ -1,231 +1,161 @@
-"""A headless Chromium driven over the Chrome DevTools Protocol, for the UI test.
+"""The web page in Debian's Chromium, driven by Playwright, for the UI tests.
 
-Chromium's one-shot ``--screenshot`` and ``--dump-dom`` capture the page once
-it has loaded (plus a ``--virtual-time-budget``), and virtual time does not
-wait for WebSocket messages: the notebook, which arrives over the socket, is
-there in some runs and missing in others. So the browser is started with a
-DevTools port instead, and the test waits for what it wants to see (a
-condition in the page, with a deadline) before taking the picture and the DOM.
+Playwright (the Python package) drives the system's ``chromium``: nothing is
+downloaded. ``make test`` installs Chromium with apt-get when it runs as root;
+elsewhere the tests are skipped with the one command that installs it.
 
-Only the handful of CDP methods this needs, over the ``websockets`` client the
-stack tests already use; nothing is installed and no browser is downloaded.
+Each test gets its own browser context (its own storage, so its own sign-in);
+``Session`` opens the page signed in as a user, records Content-Security-Policy
+violations, and saves screenshots under ``tests/stack/screenshots/`` (git-
+ignored), where CI keeps them as artefacts.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
-import select
-import subprocess
-import threading
-import time
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Final
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
-from websockets.sync.client import ClientConnection, connect
+import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
+    from playwright.sync_api import BrowserContext, Locator, Page
 
-START_TIMEOUT_S: Final = 30.0
-CALL_TIMEOUT_S: Final = 30.0
-MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
-"""A screenshot comes back base64-encoded in one message."""
+    from tests.stack.stack_process import RunningStack
 
+CHROMIUM: Final = shutil.which("chromium")
+INSTALL_HINT: Final = (
+    "needs Debian's Chromium (`make test` installs it when run as root; "
+    "otherwise: sudo apt-get install -y chromium)"
+)
 FLAGS: Final = (
-    "--headless",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--remote-debugging-port=0",
 )
+SCREENSHOTS: Final = Path(__file__).parent / "screenshots"
+TIMEOUT_MS: Final = 60_000
+API_TIMEOUT_S: Final = 60.0
 
-WAIT_FOR: Final = """
-new Promise((resolve, reject) => {
-  const holds = () => Boolean(%s);
-  const started = Date.now();
-  // Checked on every change to the DOM, and every 50 ms for what is not one
-  // (focus, a property such as a textarea's value).
-  const check = () => {
-    if (holds()) { observer.disconnect(); resolve(true); }
-    else if (Date.now() - started > %d) {
-      observer.disconnect();
-      reject(new Error("not seen in time"));
-    }
-    else setTimeout(check, 50);
-  };
-  const observer = new MutationObserver(() => holds() && check());
-  observer.observe(document, {subtree: true, childList: true, characterData: true,
-                              attributes: true});
-  check();
-})
+RECORD_CSP_VIOLATIONS: Final = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) =>
+  window.cspViolations.push(`${event.violatedDirective} ${event.blockedURI}`));
+"""
+
+CELL_CODES: Final = """
+[...document.querySelectorAll('#cells .cell')].map(cell =>
+  [...cell.querySelectorAll('.cm-line')]
+    .map(line => line.querySelector('.cm-placeholder') ? '' : line.textContent)
+    .join('\\n'))
 """
 
 
-class BrowserError(Exception):
-    """Chromium did not start, or a DevTools call failed."""
+def screenshot(page: Page, name: str) -> Path:
+    """Save what the page shows as ``screenshots/<name>.png``."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=path)
+    return path
 
 
 @dataclass
-class DevTools:
-    """The browser's DevTools connection: commands out, their results back."""
+class Api:
+    """The REST API as one user, to set a notebook up before the page opens it."""
 
-    socket: ClientConnection
-    last_id: int = 0
+    stack: RunningStack
+    user: str
+    token: str
+    created: list[str] = field(default_factory=list)
 
-    def call(
-        self,
-        method: str,
-        params: dict[str, Any] | None = None,
-        session_id: str | None = None,
-        timeout_s: float = CALL_TIMEOUT_S,
-    ) -> dict[str, Any]:
-        """One command (to a tab when ``session_id`` is given); events are skipped."""
-        self.last_id += 1
-        request: dict[str, Any] = {
-            "id": self.last_id,
-            "method": method,
-            "params": params or {},
-        }
-        if session_id is not None:
-            request["sessionId"] = session_id
-        self.socket.send(json.dumps(request))
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            reply = json.loads(self.socket.recv(timeout=remaining))
-            if reply.get("id") != self.last_id:
-                continue
-            if "error" in reply:
-                raise BrowserError(f"{method}: {reply['error'].get('message')}")
-            result: dict[str, Any] = reply["result"]
-            return result
+    def _client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"{self.stack.base_url}/api/v1",
+            headers={"authorization": f"Bearer {self.token}"},
+            timeout=API_TIMEOUT_S,
+        )
+
+    def notebook(self, *cells: str, name: str = "Browser") -> str:
+        """A new notebook with ``cells`` (Python), returning its id."""
+        with self._client() as api:
+            created = api.post("/notebooks", json={"name": name})
+            created.raise_for_status()
+            notebook_id: str = created.json()["notebook"]["id"]
+            self.created.append(notebook_id)
+            for code in cells:
+                api.post(f"/notebooks/{notebook_id}/cells", json={"code": code})
+        return notebook_id
+
+    def shut_down_kernels(self) -> None:
+        """Stop the kernels of the notebooks made here (a user may have ten)."""
+        with self._client() as api:
+            for notebook_id in self.created:
+                api.delete(f"/notebooks/{notebook_id}/kernel")
+
+    def cell_ids(self, notebook_id: str) -> list[str]:
+        with self._client() as api:
+            got = api.get(f"/notebooks/{notebook_id}")
+            got.raise_for_status()
+            return [cell["id"] for cell in got.json()["notebook"].get("cells", [])]
+
+    def update_cell(self, notebook_id: str, cell_id: str, code: str) -> None:
+        with self._client() as api:
+            api.put(
+                f"/notebooks/{notebook_id}/cells/{cell_id}", json={"code": code}
+            ).raise_for_status()
+
+    def run_all(self, notebook_id: str) -> list[str]:
+        """Run every stale cell; the statuses the cells finished with."""
+        url = f"{self.stack.base_url}/api/v1/notebooks/{notebook_id}:run"
+        headers = {"authorization": f"Bearer {self.token}"}
+        statuses = []
+        with httpx.stream(
+            "POST", url, json={}, headers=headers, timeout=API_TIMEOUT_S
+        ) as run:
+            for line in run.iter_lines():
+                event = json.loads(line)["event"]
+                if "cellFinished" in event:
+                    statuses.append(event["cellFinished"]["result"]["status"])
+        return statuses
 
 
 @dataclass
-class Page:
-    """One tab, attached to the browser's connection with a flat session."""
+class Session:
+    """One browser context signed in as one user."""
 
-    devtools: DevTools
-    session_id: str
+    stack: RunningStack
+    context: BrowserContext
+    token: str
 
-    def call(
-        self, method: str, timeout_s: float = CALL_TIMEOUT_S, **params: Any
-    ) -> dict[str, Any]:
-        return self.devtools.call(method, params, self.session_id, timeout_s)
-
-    def navigate(self, url: str) -> None:
-        self.call("Page.navigate", url=url)
-
-    def evaluate(self, expression: str, timeout_s: float = CALL_TIMEOUT_S) -> Any:
-        """The value of ``expression`` (a promise is awaited)."""
-        result = self.call(
-            "Runtime.evaluate",
-            timeout_s + 5,
-            expression=expression,
-            awaitPromise=True,
-            returnByValue=True,
-        )
-        if "exceptionDetails" in result:
-            details = result["exceptionDetails"]
-            text = details.get("exception", {}).get("description") or details["text"]
-            raise BrowserError(f"{expression.strip()[:60]!r} failed: {text}")
-        return result["result"].get("value")
-
-    def wait_until(self, condition: str, timeout_s: float) -> None:
-        """Return once the JS ``condition`` holds in the page; BrowserError if not."""
-        self.evaluate(WAIT_FOR % (condition, int(timeout_s * 1000)), timeout_s)
-
-    def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", format="png")["data"]
-        path.write_bytes(base64.b64decode(data))
-
-    def dom(self) -> str:
-        html: str = self.evaluate("document.documentElement.outerHTML")
-        return html
-
-
-@dataclass
-class Browser:
-    """A running headless Chromium and its DevTools connection."""
-
-    process: subprocess.Popen[bytes]
-    devtools: DevTools
-
-    def open_page(self, width: int, height: int) -> Page:
-        """A new tab with a ``width`` x ``height`` viewport."""
-        target = self.devtools.call("Target.createTarget", {"url": "about:blank"})
-        attached = self.devtools.call(
-            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
-        )
-        page = Page(self.devtools, attached["sessionId"])
-        # Every tab behaves as the focused one, so focus and keys work in each.
-        page.call("Emulation.setFocusEmulationEnabled", enabled=True)
-        page.call(
-            "Emulation.setDeviceMetricsOverride",
-            width=width,
-            height=height,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+    def open(self, notebook_id: str | None = None) -> Page:
+        """A page at the notebook (or the list), signed in by the address."""
+        page = self.context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.add_init_script(RECORD_CSP_VIOLATIONS)
+        fragment = f"token={self.token}"
+        if notebook_id:
+            fragment += f"&notebook={notebook_id}"
+        page.goto(f"{self.stack.base_url}/#{fragment}")
+        if notebook_id:
+            page.locator("#conn.conn-live").wait_for()
         return page
 
 
-def devtools_url(stderr: IO[bytes], timeout_s: float) -> str:
-    """The browser's DevTools WebSocket URL, from the line Chromium prints.
-
-    ``stderr`` must be unbuffered, so that select() sees every byte not yet read.
-    """
-    deadline = time.monotonic() + timeout_s
-    seen = []
-    while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([stderr], [], [], remaining)
-        if not ready:
-            break
-        line = stderr.readline().decode(errors="replace")
-        if not line:
-            break
-        seen.append(line.rstrip())
-        if line.startswith("DevTools listening on "):
-            return line.removeprefix("DevTools listening on ").strip()
-    raise BrowserError("Chromium printed no DevTools URL:\n" + "\n".join(seen[-20:]))
+def cell(page: Page, index: int) -> Locator:
+    """The ``index``-th cell (0-based) of the open notebook."""
+    return page.locator("#cells .cell").nth(index)
 
 
-def _drain(stream: IO[bytes]) -> None:
-    """Read what Chromium goes on printing, so a full pipe never blocks it."""
-    while stream.read(65536):
-        pass
+def cell_codes(page: Page) -> list[str]:
+    codes: list[str] = page.evaluate(CELL_CODES)
+    return codes
 
 
-@contextlib.contextmanager
-def launch(executable: str, profile_dir: Path) -> Iterator[Browser]:
-    """Chromium, headless, with a fresh profile in ``profile_dir``; stopped after."""
-    process = subprocess.Popen(
-        [executable, *FLAGS, f"--user-data-dir={profile_dir}", "about:blank"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-    )
-    assert process.stderr is not None
-    drain = threading.Thread(target=_drain, args=(process.stderr,), daemon=True)
-    try:
-        url = devtools_url(process.stderr, START_TIMEOUT_S)
-        drain.start()
-        with connect(url, max_size=MAX_MESSAGE_BYTES, open_timeout=10) as socket:
-            yield Browser(process, DevTools(socket))
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if drain.is_alive():
-            drain.join(timeout=10)
-        process.stderr.close()
+def csp_violations(page: Page) -> list[Any]:
+    violations: list[Any] = page.evaluate("window.cspViolations")
+    return violations

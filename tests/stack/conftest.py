@@ -10,20 +10,25 @@ before it chats, and reads the requests the model got.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Final
 
 import pytest
 
 from tests.assistant.model_server import ThreadedModelServer
+from tests.stack.browser import CHROMIUM, FLAGS, INSTALL_HINT, Api, Session
 from tests.stack.stack_process import READY_LINE, launch, stack_env
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+
+    from playwright.sync_api import Browser
 
     from tests.assistant.model_server import ScriptedModelServer
     from tests.stack.stack_process import RunningStack
 
 START_TIMEOUT_S: Final = 90.0
+_USERS: Final = itertools.count(1)
 MODEL_API_KEY: Final = "sk-stack-tests-0123456789abcdef"
 
 
@@ -50,3 +55,52 @@ def stack(
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (skips without it).
+
+    Per module, not per session: Playwright's sync API holds an event loop
+    while it runs, and the async tests of other modules need theirs.
+    """
+    if CHROMIUM is None:
+        pytest.skip(INSTALL_HINT)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=list(FLAGS)
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def signed_in(
+    stack: RunningStack, chromium: Browser
+) -> Iterator[Callable[..., Session]]:
+    """Open browser contexts signed in as a user: ``signed_in("grace")``."""
+    contexts = []
+
+    def open_as(user: str, width: int = 1200, height: int = 900) -> Session:
+        context = chromium.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        return Session(stack, context, stack.token(user))
+
+    yield open_as
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def api(stack: RunningStack) -> Iterator[Api]:
+    """The REST API as a user of the test's own, to set notebooks up.
+
+    A user per test, and their kernels stopped after it: the stack allows a
+    user ten kernels, and the browser tests together start more.
+    """
+    user = f"web{next(_USERS)}"
+    client = Api(stack, user, stack.token(user))
+    yield client
+    client.shut_down_kernels()
