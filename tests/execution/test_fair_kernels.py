@@ -41,6 +41,16 @@ async def _kernel(stack: Stack, notebook_id: str, user: str) -> execution_pb2.Ke
     return reply.kernel
 
 
+async def _running_a_cell(stack: Stack, notebook_id: str, user: str) -> bool:
+    try:
+        return bool((await _kernel(stack, notebook_id, user)).running_cell_id)
+    except grpc.aio.AioRpcError as error:
+        # The run has not reached the service yet: no session, no kernel.
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
+
+
 async def test_at_the_limit_the_longest_idle_kernel_makes_room(stack: Stack) -> None:
     first, first_cell = await stack.notebook("x = 1\nprint('first')", user="alice")
     second, _ = await stack.notebook("y = 2", user="bob")
@@ -109,7 +119,7 @@ async def test_when_every_kernel_is_busy_a_run_is_refused_with_a_retry_hint(
         )
     for notebook_id, user, _ in busy:
         for _ in range(200):
-            if (await _kernel(stack, notebook_id, user)).running_cell_id:
+            if await _running_a_cell(stack, notebook_id, user):
                 break
             await asyncio.sleep(0.05)
     third, cell = await stack.notebook("print('later')", user="carol")
