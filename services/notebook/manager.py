@@ -169,43 +169,41 @@ class NotebookManager:
         self, owner: str, notebook_id: NotebookId, name: str, expected: int
     ) -> Notebook:
         """Rename the notebook."""
-        done = await self._edit(
+        return await self._edit_settings(
             owner, notebook_id, expected, lambda nb, now: edits.rename(nb, name, now)
         )
-        self._publish(
-            Change(
-                ChangeKind.NOTEBOOK_CHANGED, done.after.revision, done.after.summary()
-            )
-        )
-        return done.after
 
     async def set_database_url(
         self, owner: str, notebook_id: NotebookId, url: str, expected: int
     ) -> Notebook:
         """Set ("" clears) the notebook's database connection."""
-        done = await self._edit(
+        return await self._edit_settings(
             owner,
             notebook_id,
             expected,
             lambda nb, now: edits.set_database_url(nb, url, now),
         )
-        self._publish(
-            Change(
-                ChangeKind.NOTEBOOK_CHANGED, done.after.revision, done.after.summary()
-            )
-        )
-        return done.after
 
     async def set_run_mode(
         self, owner: str, notebook_id: NotebookId, run_mode: RunMode, expected: int
     ) -> Notebook:
         """Switch the notebook between automatic and lazy runs."""
-        done = await self._edit(
+        return await self._edit_settings(
             owner,
             notebook_id,
             expected,
             lambda nb, now: edits.set_run_mode(nb, run_mode, now),
         )
+
+    async def _edit_settings(
+        self,
+        owner: str,
+        notebook_id: NotebookId,
+        expected: int,
+        edit: Callable[[Notebook, datetime], Notebook],
+    ) -> Notebook:
+        """Apply an edit of the notebook's own settings; tell the watchers."""
+        done = await self._edit(owner, notebook_id, expected, edit)
         self._publish(
             Change(
                 ChangeKind.NOTEBOOK_CHANGED, done.after.revision, done.after.summary()
