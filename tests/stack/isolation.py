@@ -144,20 +144,31 @@ def attack_stack(data_dir: Path, uid: int | None = None) -> RunningStack:
 def as_uid(uid: int, argv: Sequence[str]) -> list[str]:
     """``argv`` run as ``uid`` (no groups, no capabilities), like a laptop user.
 
-    The Python this runs may live under a directory that user cannot enter
-    (``/root/.pyenv``, as on this project's machines); a private mount
-    namespace then shows that one directory to it and nothing else there.
+    The Python this runs, or this checkout, may live under a directory that
+    user cannot enter (``/root/.pyenv``, as on this project's machines); a
+    private mount namespace then shows it those paths and nothing else there.
     """
+    needed_under: dict[Path, set[Path]] = {}
+    for path in (Path(sys.base_prefix).resolve(), ROOT.resolve()):
+        for hidden, needed in _closed_ancestors(path):
+            needed_under.setdefault(hidden, set()).add(needed)
     script = []
-    for hidden, needed in _closed_ancestors(Path(sys.base_prefix).resolve()):
-        keep = f"/tmp/.reflow-keep-{uid}-{abs(hash(needed))}"
-        script += [
-            f"mkdir -p {keep}",
-            f"mount --bind {shlex.quote(str(needed))} {keep}",
-            f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(hidden))}",
-            f"mkdir -p {shlex.quote(str(needed))}",
-            f"mount --move {keep} {shlex.quote(str(needed))}",
-        ]
+    for number, (hidden, children) in enumerate(sorted(needed_under.items())):
+        keeps = {
+            child: f"/tmp/.reflow-keep-{uid}-{number}-{i}"
+            for i, child in enumerate(sorted(children))
+        }
+        for child, keep in keeps.items():
+            script += [
+                f"mkdir -p {keep}",
+                f"mount --bind {shlex.quote(str(child))} {keep}",
+            ]
+        script.append(f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(hidden))}")
+        for child, keep in keeps.items():
+            script += [
+                f"mkdir -p {shlex.quote(str(child))}",
+                f"mount --move {keep} {shlex.quote(str(child))}",
+            ]
     script.append(
         f"cd {shlex.quote(str(ROOT))} && exec setpriv --reuid={uid} --regid={uid} "
         "--clear-groups --inh-caps=-all --bounding-set=-all -- "
@@ -176,15 +187,15 @@ def as_uid(uid: int, argv: Sequence[str]) -> list[str]:
 
 
 def _closed_ancestors(path: Path) -> list[tuple[Path, Path]]:
-    """(an ancestor others cannot enter, its child on the way to ``path``)."""
-    found = []
+    """(the outermost ancestor of ``path`` others cannot enter, ``path``).
+
+    Bound back whole under a fresh tmpfs on that ancestor, ``path`` is
+    reached through directories the tmpfs made, open to everyone.
+    """
     for ancestor in reversed(path.parents):
-        if ancestor == Path("/"):
-            continue
-        if not os.stat(ancestor).st_mode & 0o001:
-            child = path.relative_to(ancestor).parts[0]
-            found.append((ancestor, ancestor / child))
-    return found
+        if ancestor != Path("/") and not os.stat(ancestor).st_mode & 0o001:
+            return [(ancestor, path)]
+    return []
 
 
 def user_namespaces_allowed() -> bool:
