@@ -8,12 +8,18 @@ from __future__ import annotations
 import os
 import struct
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 
 from services.execution.kernel import sandbox
 from services.execution.kernel.cgroups import CgroupLimiter
-from services.execution.kernel.sandbox import SandboxError
+from services.execution.kernel.confinement import Confinement
+from services.execution.kernel.sandbox import SandboxConfig, SandboxError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import NoReturn
 
 
 def test_only_the_outermost_of_nested_paths_is_bound() -> None:
@@ -93,3 +99,32 @@ def test_kernel_groups_get_their_limits_and_are_removed() -> None:
         assert not any(os.path.exists(path) for path in groups.paths)
     finally:
         limiter.close()
+
+
+def test_code_under_tmp_stays_visible_to_the_kernel(tmp_path: Path) -> None:
+    # A checkout under /tmp (as CI may clone one) is bound on top of the
+    # kernel's own /tmp, not hidden under it.
+    code = tmp_path / "checkout"
+    code.mkdir()
+    (code / "module.py").write_text("VALUE = 1\n")
+    for path in (tmp_path, code):
+        path.chmod(0o755)
+    (code / "module.py").chmod(0o644)
+    module = str(code / "module.py")
+    config = SandboxConfig(readonly_paths=(*sandbox.python_paths(), str(code)))
+    confinement = Confinement.open(config)
+    try:
+        plan = confinement.plan("tmp-test", 0, set())
+
+        def kernel() -> NoReturn:
+            try:
+                with open(module) as file:
+                    os._exit(0 if file.read() == "VALUE = 1\n" else 3)
+            except OSError:
+                os._exit(4)
+
+        started = confinement.start(plan, -1, lambda keep: None, kernel)
+        _, status = os.waitpid(started.pid, 0)
+        assert started.finish(status) == (0, "")
+    finally:
+        confinement.close()

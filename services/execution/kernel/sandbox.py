@@ -310,13 +310,15 @@ def _build_root(plan: KernelPlan) -> None:
     _make_scratch(plan)
     os.mkdir(_NEW)
     syscalls.mount("tmpfs", _NEW, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    # The scratch first: a read-only path under /tmp (a checkout there) is
+    # then bound on top of the kernel's /tmp instead of hidden under it.
+    _bind_dir(_SCRATCH + "/tmp", "/tmp")
+    _bind_dir(_SCRATCH + "/home", HOME)
     readonly = _outermost((*SYSTEM_PATHS, *plan.readonly_paths))
     for path in readonly:
         _bind_from_host(path)
     _make_dev()
     _mount_dir("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _bind_dir(_SCRATCH + "/tmp", "/tmp")
-    _bind_dir(_SCRATCH + "/home", HOME)
     if plan.passwd:
         _bind_file_contents("/etc/passwd", plan.passwd)
         _bind_file_contents("/etc/group", plan.group)
