@@ -97,7 +97,6 @@ _DEV_LINKS: Final = {
     "stdin": "/proc/self/fd/0",
     "stdout": "/proc/self/fd/1",
     "stderr": "/proc/self/fd/2",
-    "ptmx": "pts/ptmx",
 }
 # The staging tmpfs the new root is assembled in; the kernel never sees it.
 _STAGING: Final = "/tmp"
