@@ -39,7 +39,7 @@ def test_the_python_installation_and_the_code_are_bound() -> None:
 
 
 def test_the_kernel_user_is_added_to_passwd_and_group() -> None:
-    passwd, group = sandbox.passwd_with_kernel_user(201234)
+    passwd, group = sandbox.UserFiles.read().with_kernel_user(201234)
 
     assert passwd.endswith(b"notebook:x:201234:201234::/home/notebook:/bin/sh\n")
     assert group.endswith(b"notebook:x:201234:\n")

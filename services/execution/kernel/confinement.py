@@ -57,6 +57,8 @@ class Confinement:
         self._as_root = os.geteuid() == 0
         self._readonly = config.readonly_paths or sandbox.python_paths()
         self._next_uid = 0
+        # Read once: every kernel's /etc/passwd is the host's plus its user.
+        self._users = sandbox.UserFiles.read()
 
     @classmethod
     def open(cls, config: SandboxConfig) -> Confinement:
@@ -87,7 +89,7 @@ class Confinement:
     ) -> KernelPlan:
         """Decide one kernel's uid and limits; create its control groups."""
         uid = self._allocate_uid(uids_in_use) if self._as_root else None
-        passwd, group = sandbox.passwd_with_kernel_user(uid) if uid else (b"", b"")
+        passwd, group = self._users.with_kernel_user(uid) if uid else (b"", b"")
         config = self._config
         groups = None
         if self._limiter is not None:

@@ -178,19 +178,28 @@ def _outermost(paths: Iterable[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
-def passwd_with_kernel_user(uid: int) -> tuple[bytes, bytes]:
-    """The host's passwd and group files plus an entry for ``uid``.
+@dataclass(frozen=True)
+class UserFiles:
+    """The host's passwd and group files, read once by the zygote."""
 
-    Libraries ask who they run as (``getpass``, libpq's default user name);
-    a uid with no entry makes them fail.
-    """
-    with open("/etc/passwd", "rb") as file:
-        passwd = file.read()
-    with open("/etc/group", "rb") as file:
-        group = file.read()
-    passwd = passwd.rstrip(b"\n") + f"\n{USER}:x:{uid}:{uid}::{HOME}:/bin/sh\n".encode()
-    group = group.rstrip(b"\n") + f"\n{USER}:x:{uid}:\n".encode()
-    return passwd, group
+    passwd: bytes
+    group: bytes
+
+    @classmethod
+    def read(cls) -> UserFiles:
+        with open("/etc/passwd", "rb") as passwd, open("/etc/group", "rb") as group:
+            return cls(passwd.read(), group.read())
+
+    def with_kernel_user(self, uid: int) -> tuple[bytes, bytes]:
+        """Both files plus an entry for ``uid``.
+
+        Libraries ask who they run as (``getpass``, libpq's default user
+        name); a uid with no entry makes them fail.
+        """
+        entry = f"\n{USER}:x:{uid}:{uid}::{HOME}:/bin/sh\n".encode()
+        passwd = self.passwd.rstrip(b"\n") + entry
+        group = self.group.rstrip(b"\n") + f"\n{USER}:x:{uid}:\n".encode()
+        return passwd, group
 
 
 # -- step 1: the launcher, in a throwaway child of the zygote --------------
