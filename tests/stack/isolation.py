@@ -100,6 +100,16 @@ class Notebook:
             )
         return CellRun(status, "".join(stdout), error)
 
+    def put_file(self, path: str, content: bytes) -> None:
+        """Upload a file to the notebook (PutFile), as a user does."""
+        self.notebooks.PutFile(
+            notebook_pb2.PutFileRequest(
+                notebook_id=self.id, path=path, content=content
+            ),
+            metadata=self._metadata,
+            timeout=30,
+        )
+
     def kernel_pid(self) -> int:
         """The pid the execution service reports for this notebook's kernel."""
         reply = self.execution.GetKernel(

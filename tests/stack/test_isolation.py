@@ -99,6 +99,7 @@ def target(
         alice = Notebook(stack, "alice")
         bob_value = f"bob-private-{secrets.token_hex(8)}"
         assert bob.run(f"bob_value = {bob_value!r}", keep=True).ok
+        bob.put_file("private/bob.csv", bob_value.encode())
         yield Target(stack, alice, bob, bob_value, confined_by_uids=uid is None)
         alice.close()
         bob.close()
@@ -165,10 +166,12 @@ def test_files_of_the_services_and_of_other_users_are_out_of_reach(
         data / "gateway" / "dev-issuer-key.pem",
         data / "assistant" / "audit.log",
         *sorted((data / "notebooks").rglob("*")),
+        *sorted((data / "notebook-files").rglob("*")),
         data,
         Path("/etc/shadow"),
     ]
     assert any(target.bob.id in str(path) for path in paths)
+    assert any(path.name == "bob.csv" for path in paths)
     outcome = run_json(
         target,
         f"""
