@@ -71,6 +71,13 @@ class ChangeFollower:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _follow(self, session: Session) -> None:
+        try:
+            await self._follow_stream(session)
+        finally:
+            # Whatever ended the stream, changes may now go unseen.
+            session.followed.drop()
+
+    async def _follow_stream(self, session: Session) -> None:
         backoff_s = 0.5
         while session.kernel is not None:
             token = self._tokens.token_for(session.owner)
@@ -79,15 +86,18 @@ class ChangeFollower:
                     token, session.notebook_id
                 ):
                     backoff_s = 0.5
+                    session.followed.apply(change)
                     if change.HasField("notebook_deleted"):
                         await self._stop(session)
                         return
                     if _calls_for_a_run(session, change):
                         await self._rerun(session)
+                session.followed.drop()
             except NotFound:
                 await self._stop(session)  # deleted before we followed it
                 return
             except ServiceError as error:
+                session.followed.drop()
                 logger.info(
                     "following notebook %s failed (%s); retrying in %.1f s",
                     session.notebook_id,

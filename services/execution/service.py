@@ -13,10 +13,11 @@ from services.shared.errors import InvalidArgument
 from services.shared.validation import Violations
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterable
 
     import grpc
 
+    from reflow.notebook.v1 import notebook_pb2
     from services.execution.clients import NotebookClient
     from services.execution.session import Session
     from services.execution.sessions import SessionManager
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[object, object]
 
 _MAX_PAGE = 100
+FOLLOW_WAIT_S = 0.25
+"""How long a run waits for the followed copy to reach the caller's revision
+(an edit reaches it within milliseconds) before reading the notebook."""
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
@@ -40,20 +44,15 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         check.identifier("notebook_id", request.notebook_id)
         for index, cell_id in enumerate(request.cell_ids):
             check.identifier(f"cell_ids[{index}]", cell_id)
+        check.not_negative("min_revision", request.min_revision)
         check.raise_if_any()
-        token = current_token()
-        notebook = await self._notebooks.get_notebook(token, request.notebook_id)
+        notebook, database_url = await self._notebook_to_run(request)
         known = {cell.id for cell in notebook.cells}
         unknown = [c for c in request.cell_ids if c not in known]
         if unknown:
             raise InvalidArgument(
                 f"notebook {request.notebook_id!r} has no cell {unknown[0]!r}",
                 field_violations=[("cell_ids", f"unknown cell {unknown[0]!r}")],
-            )
-        database_url = ""
-        if notebook.database_url:
-            database_url = await self._notebooks.get_database_url(
-                token, request.notebook_id
             )
         session = self._sessions.session(current_user(), request.notebook_id)
         run = RunRequest(
@@ -64,6 +63,34 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         )
         async for event in session.run(run):
             yield execution_pb2.RunCellsResponse(event=event)
+
+    async def _notebook_to_run(
+        self, request: execution_pb2.RunCellsRequest
+    ) -> tuple[notebook_pb2.Notebook, str]:
+        """The notebook (as new as the caller has seen) and its database URL.
+
+        From the session's followed copy when the caller named a revision
+        and the copy has reached it; otherwise read from the notebook
+        service, which also settles that the notebook is the caller's (a
+        session exists only for its owner's notebook).
+        """
+        token = current_token()
+        notebook_id = request.notebook_id
+        session = self._sessions.live(current_user(), notebook_id)
+        if request.min_revision and session is not None:
+            copy = await session.followed.at_least(
+                request.min_revision,
+                FOLLOW_WAIT_S,
+                lambda: self._notebooks.get_database_url(token, notebook_id),
+            )
+            # A cell the copy lacks: the caller's revision was too old; read.
+            if copy is not None and _has_cells(copy.notebook, request.cell_ids):
+                return copy.notebook, copy.database_url
+        notebook = await self._notebooks.get_notebook(token, notebook_id)
+        database_url = ""
+        if notebook.database_url:
+            database_url = await self._notebooks.get_database_url(token, notebook_id)
+        return notebook, database_url
 
     async def WatchExecution(
         self, request: execution_pb2.WatchExecutionRequest, context: Context
@@ -129,6 +156,11 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         check.identifier("notebook_id", notebook_id)
         check.raise_if_any()
         return self._sessions.existing(current_user(), notebook_id)
+
+
+def _has_cells(notebook: notebook_pb2.Notebook, cell_ids: Iterable[str]) -> bool:
+    known = {cell.id for cell in notebook.cells}
+    return all(cell_id in known for cell_id in cell_ids)
 
 
 def _page_token(offset: int) -> str:

@@ -27,6 +27,7 @@ from reflow.notebook.v1 import notebook_pb2
 from services.execution import events
 from services.execution.convert import kernel_to_proto
 from services.execution.errors import WatcherTooSlow
+from services.execution.followed import FollowedNotebook
 from services.execution.ledger import KernelLedger
 from services.execution.lifecycle import KernelLifecycle
 from services.execution.runner import Runner
@@ -76,6 +77,8 @@ class Session:
         self._queue: list[RunRequest] = []
         self._task: asyncio.Task[None] | None = None
         self._sequence = 0
+        # Kept current by the change follower while the kernel lives.
+        self.followed = FollowedNotebook()
 
     # -- public --------------------------------------------------------------
 

@@ -69,6 +69,13 @@ class SessionManager:
             self._reaper = asyncio.create_task(self._reap_forever())
         return session
 
+    def live(self, owner: str, notebook_id: str) -> Session | None:
+        """The owner's session of the notebook if it has a kernel; else None."""
+        session = self._sessions.get(notebook_id)
+        if session is None or session.owner != owner or session.kernel is None:
+            return None
+        return session
+
     def existing(self, owner: str, notebook_id: str) -> Session:
         """The notebook's session, or KernelNotFound (also for a foreign one)."""
         session = self._sessions.get(notebook_id)
