@@ -360,6 +360,7 @@ class NotebookManager:
             notebook_id,
             0,
             lambda nb, now: edits.record_result(nb, cell_id, status, result, now),
+            durable=False,
         )
         self._publish(
             Change(
@@ -441,13 +442,15 @@ class NotebookManager:
         notebook_id: NotebookId,
         expected: int,
         edit: Callable[[Notebook, datetime], Notebook],
+        *,
+        durable: bool = True,
     ) -> _Edited:
         async with self._lock(notebook_id):
             before = await self._load(owner, notebook_id)
             _check_revision(before, expected)
             errors_before = self._graphs.graph(before).errors()
             after = edit(before, self._clock())
-            await self._store.put(after, before.revision)
+            await self._store.put(after, before.revision, durable=durable)
             graph = self._graphs.advance(before, after)
         errors = graph.errors()
         shown = shown_errors(after, graph, errors)

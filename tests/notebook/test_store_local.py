@@ -19,7 +19,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.notebook.errors import NotebookCorrupt, NotebookNotFound
+from services.notebook.errors import (
+    NotebookCorrupt,
+    NotebookNotFound,
+    RevisionConflict,
+)
 from services.notebook.models import NotebookId
 from services.notebook.store.local import LocalFileStore
 from tests.notebook.samples import make_notebook
@@ -333,3 +337,83 @@ async def test_killed_writer_loses_no_acknowledged_revision(tmp_path: Path) -> N
         for notebook_id, revision in acknowledged.items()
         if stored[notebook_id] < revision
     } == {}
+
+
+# -- results written just after put returns (durable=False) -------------------
+
+
+def revision_on_disk(data_dir: Path, notebook_id: str) -> int:
+    return int(json.loads(notebook_file(data_dir, notebook_id).read_text())["revision"])
+
+
+async def written(data_dir: Path, notebook_id: str, revision: int) -> None:
+    """Wait until the file holds ``revision`` (the writer runs right after)."""
+    async with asyncio.timeout(30):
+        # A file has no event to wait on: look again until it changes.
+        while revision_on_disk(data_dir, notebook_id) != revision:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_a_result_is_read_at_once_and_on_disk_right_after(
+    tmp_path: Path,
+) -> None:
+    store = LocalFileStore(tmp_path)
+    original = make_notebook("nb1")
+    await store.create(original)
+    await store.put(
+        dataclasses.replace(original, revision=2), expected_revision=1, durable=False
+    )
+    assert (await store.get(NotebookId("nb1"))).revision == 2
+    await written(tmp_path, "nb1", 2)
+    await store.close()
+    assert (await LocalFileStore(tmp_path).get(NotebookId("nb1"))).revision == 2
+
+
+async def test_close_writes_the_results_not_yet_written(tmp_path: Path) -> None:
+    store = LocalFileStore(tmp_path)
+    original = make_notebook("nb1")
+    await store.create(original)
+    for revision in range(2, 12):
+        await store.put(
+            dataclasses.replace(original, revision=revision),
+            expected_revision=revision - 1,
+            durable=False,
+        )
+    await store.close()
+    assert revision_on_disk(tmp_path, "nb1") == 11
+
+
+async def test_an_edit_after_results_is_written_with_them_and_checked_against_them(
+    tmp_path: Path,
+) -> None:
+    store = LocalFileStore(tmp_path)
+    original = make_notebook("nb1")
+    await store.create(original)
+    await store.put(
+        dataclasses.replace(original, revision=2), expected_revision=1, durable=False
+    )
+    with pytest.raises(RevisionConflict):
+        await store.put(dataclasses.replace(original, revision=2), expected_revision=1)
+    await store.put(
+        dataclasses.replace(original, revision=3, name="edited"), expected_revision=2
+    )
+    # Durable: on disk when put returned, whatever the writer is doing.
+    document = json.loads(notebook_file(tmp_path, "nb1").read_text())
+    assert (document["revision"], document["name"]) == (3, "edited")
+    await store.close()
+
+
+async def test_a_deleted_notebook_is_not_written_back_by_a_pending_result(
+    tmp_path: Path,
+) -> None:
+    store = LocalFileStore(tmp_path)
+    original = make_notebook("nb1")
+    await store.create(original)
+    await store.put(
+        dataclasses.replace(original, revision=2), expected_revision=1, durable=False
+    )
+    await store.delete(NotebookId("nb1"))
+    await store.close()
+    assert not notebook_file(tmp_path, "nb1").exists()
+    with pytest.raises(NotebookNotFound):
+        await LocalFileStore(tmp_path).get(NotebookId("nb1"))

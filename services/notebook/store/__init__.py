@@ -58,11 +58,16 @@ class NotebookStore(Protocol):
         """Return the notebook; raise NotebookNotFound or NotebookCorrupt."""
         ...
 
-    async def put(self, notebook: Notebook, expected_revision: int) -> None:
+    async def put(
+        self, notebook: Notebook, expected_revision: int, *, durable: bool = True
+    ) -> None:
         """Replace the stored notebook if its revision is expected_revision.
 
         Raise RevisionConflict (with the stored revision) otherwise, and
-        NotebookNotFound if it no longer exists.
+        NotebookNotFound if it no longer exists. ``durable=False`` (a recorded
+        run result, which a re-run recreates) lets a store answer once every
+        reader sees the new notebook and make it durable moments later; an
+        edit is always durable before put returns.
         """
         ...
 

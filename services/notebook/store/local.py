@@ -20,6 +20,15 @@ lose each other's edits (run replicas on DynamoDB instead).
 
 File I/O runs in worker threads (asyncio.to_thread) so the event loop keeps
 serving other requests while a large notebook is fsynced.
+
+A recorded run result (``put(..., durable=False)``) is in the cache, and so
+seen by every reader, when put returns; one background task writes such
+notebooks right after, coalescing results that arrive while it writes. That
+takes the file write and its two fsyncs off every run's path (they were most
+of a one-line cell's round trip) at the price of the results of the last
+moments before a crash: a result can be recreated by running the cell again,
+an edit cannot, and edits are written before put returns, with every result
+recorded before them. `close` writes what is pending.
 """
 
 from __future__ import annotations
@@ -88,9 +97,18 @@ class LocalFileStore:
             weakref.WeakValueDictionary()
         )
         self._in_flight: set[asyncio.Task[Any]] = set()
+        # Notebooks whose cached version is newer than their file.
+        self._unwritten: set[NotebookId] = set()
+        self._write_soon = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
-        """Wait for writes that outlived their (cancelled) callers."""
+        """Write what is pending; wait for writes that outlived their callers."""
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        await self._write_unwritten()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def create(self, notebook: Notebook) -> None:
@@ -109,9 +127,15 @@ class LocalFileStore:
         async with self._notebook_lock(notebook_id):
             return await self._load(notebook_id)
 
-    async def put(self, notebook: Notebook, expected_revision: int) -> None:
-        """Replace the notebook if it is still at expected_revision."""
-        await self._complete(self._put(notebook, expected_revision))
+    async def put(
+        self, notebook: Notebook, expected_revision: int, *, durable: bool = True
+    ) -> None:
+        """Replace the notebook if it is still at expected_revision (on disk
+        now, or with ``durable=False`` in the cache now and on disk soon)."""
+        if durable:
+            await self._complete(self._put(notebook, expected_revision))
+        else:
+            await self._put_soon(notebook, expected_revision)
 
     async def delete(self, notebook_id: NotebookId) -> None:
         """Remove the notebook; raise NotebookNotFound if there is none."""
@@ -190,6 +214,44 @@ class LocalFileStore:
                 write_atomically, self._notebook_path(notebook.id), data
             )
             self._cache[notebook.id] = notebook
+            # Built on the cached version: it holds every pending result.
+            self._unwritten.discard(notebook.id)
+
+    async def _put_soon(self, notebook: Notebook, expected_revision: int) -> None:
+        async with self._notebook_lock(notebook.id):
+            current = await self._load(notebook.id)
+            if current.revision != expected_revision:
+                raise RevisionConflict(notebook.id, expected_revision, current.revision)
+            check_identity_unchanged(current, notebook)
+            self._cache[notebook.id] = notebook
+            self._unwritten.add(notebook.id)
+        self._write_soon.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_forever())
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._write_soon.wait()
+            self._write_soon.clear()
+            await self._write_unwritten()
+
+    async def _write_unwritten(self) -> None:
+        """Write every notebook whose cache is ahead of its file."""
+        for notebook_id in list(self._unwritten):
+            async with self._notebook_lock(notebook_id):
+                notebook = self._cache.get(notebook_id)
+                if notebook_id not in self._unwritten or notebook is None:
+                    continue
+                try:
+                    data = await asyncio.to_thread(_encode_notebook, notebook)
+                    await asyncio.to_thread(
+                        write_atomically, self._notebook_path(notebook_id), data
+                    )
+                except OSError as error:
+                    # Left pending: the next result or edit writes it again.
+                    logger.error("could not write notebook %s: %s", notebook_id, error)
+                    continue
+                self._unwritten.discard(notebook_id)
 
     async def _delete(self, notebook_id: NotebookId) -> None:
         async with self._notebook_lock(notebook_id):
@@ -203,6 +265,7 @@ class LocalFileStore:
                 owner = None
             await asyncio.to_thread(remove_durably, self._notebook_path(notebook_id))
             self._cache.pop(notebook_id, None)
+            self._unwritten.discard(notebook_id)
             # File first, then the index entry (see the module docstring).
             if owner is not None:
                 await self._change_index(owner, remove=notebook_id)

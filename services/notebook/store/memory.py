@@ -43,7 +43,9 @@ class MemoryStore:
         except KeyError:
             raise NotebookNotFound(notebook_id) from None
 
-    async def put(self, notebook: Notebook, expected_revision: int) -> None:
+    async def put(
+        self, notebook: Notebook, expected_revision: int, *, durable: bool = True
+    ) -> None:
         """Replace the notebook if it is still at expected_revision."""
         current = await self.get(notebook.id)
         if current.revision != expected_revision:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import keyword
 from dataclasses import dataclass
 
@@ -119,8 +120,11 @@ def is_private(name: str) -> bool:
     return name == "__" or (name.startswith("_") and not name.startswith("__"))
 
 
+@functools.lru_cache(maxsize=1024)
 def imports_only(code: str) -> bool:
-    """Whether a Python cell is nothing but import statements (and parses)."""
+    """Whether a Python cell is nothing but import statements (and parses).
+
+    Asked of every re-run cell on every run: remembered per code."""
     try:
         body = ast.parse(code).body
     except (SyntaxError, ValueError, RecursionError):

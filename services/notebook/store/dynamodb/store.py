@@ -127,8 +127,14 @@ class DynamoDBStore:
         with translated_errors(self._table):
             return (await self._load(notebook_id)).notebook
 
-    async def put(self, notebook: Notebook, expected_revision: int) -> None:
-        """Replace the notebook if it is still at expected_revision."""
+    async def put(
+        self, notebook: Notebook, expected_revision: int, *, durable: bool = True
+    ) -> None:
+        """Replace the notebook if it is still at expected_revision.
+
+        Always at once (``durable`` is not used): other replicas read the
+        table, not this process.
+        """
         with translated_errors(self._table):
             await self._complete(self._put(notebook, expected_revision))
 
