@@ -37,6 +37,26 @@ class NotebookClient:
             )
         return reply.notebook
 
+    async def record_results(
+        self,
+        token: str,
+        notebook_id: str,
+        results: list[tuple[str, notebook_pb2.CellResult]],
+    ) -> None:
+        """Persist several cells' results of one notebook in one call."""
+        async with rpc_errors_as_service_errors("notebook"):
+            await self._internal.RecordCellResults(
+                notebook_pb2.RecordCellResultsRequest(
+                    notebook_id=notebook_id,
+                    results=[
+                        notebook_pb2.RecordedCellResult(cell_id=c, result=r)
+                        for c, r in results
+                    ],
+                ),
+                metadata=bearer_metadata(token),
+                timeout=self._timeout_s,
+            )
+
     async def get_database_url(self, token: str, notebook_id: str) -> str:
         """The notebook's database URL, password included."""
         async with rpc_errors_as_service_errors("notebook"):
@@ -46,23 +66,6 @@ class NotebookClient:
                 timeout=self._timeout_s,
             )
         return reply.database_url
-
-    async def record_result(
-        self,
-        token: str,
-        notebook_id: str,
-        cell_id: str,
-        result: notebook_pb2.CellResult,
-    ) -> None:
-        """Persist a cell's result on the notebook service."""
-        async with rpc_errors_as_service_errors("notebook"):
-            await self._internal.RecordCellResult(
-                notebook_pb2.RecordCellResultRequest(
-                    notebook_id=notebook_id, cell_id=cell_id, result=result
-                ),
-                metadata=bearer_metadata(token),
-                timeout=self._timeout_s,
-            )
 
     async def watch_notebook(
         self, token: str, notebook_id: str

@@ -5,7 +5,9 @@ notebook service happens here, in one background task, so a slow notebook
 service never delays a cell's events and an unavailable one never breaks a
 run. Pending results are keyed by (notebook, cell): a newer result of the
 same cell replaces one not yet sent, which bounds what waits here by the
-number of cells.
+number of cells. What waits for one notebook goes in one RecordCellResults
+call (up to a size limit): a chain of ten quick cells is one round trip to
+the notebook service, not ten in a row.
 
 The end of a run does wait (`settled`, with a time limit): a run reports
 itself finished only once its results are stored, so a client that reads
@@ -33,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 _Key = tuple[str, str]
 
+BATCH_BYTES = 1024 * 1024
+"""Results sent in one call, at most (one larger result goes alone): well
+under gRPC's 4 MiB message limit."""
+
 
 class ResultRecorder:
     """Sends cell results to the notebook service in the order they finished."""
@@ -44,7 +50,8 @@ class ResultRecorder:
             OrderedDict()
         )
         self._wakeup = asyncio.Event()
-        self._sending: _Key | None = None
+        # The notebook whose results are being sent.
+        self._sending: str | None = None
         # Set (and replaced) each time a send ends, for `settled` to wait on.
         self._sent = asyncio.Event()
         self._idle = asyncio.Event()
@@ -75,7 +82,7 @@ class ResultRecorder:
                 await self._sent.wait()
 
     def _waiting_for(self, notebook_id: str) -> bool:
-        if self._sending is not None and self._sending[0] == notebook_id:
+        if self._sending == notebook_id:
             return True
         return any(key[0] == notebook_id for key in self._pending)
 
@@ -100,26 +107,42 @@ class ResultRecorder:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            (notebook_id, cell_id), (owner, result) = self._pending.popitem(last=False)
-            self._sending = (notebook_id, cell_id)
+            notebook_id, owner, batch = self._next_batch()
+            self._sending = notebook_id
             try:
-                await self._client.record_result(
-                    self._tokens.token_for(owner), notebook_id, cell_id, result
+                await self._client.record_results(
+                    self._tokens.token_for(owner), notebook_id, batch
                 )
             except ServiceError as error:
                 logger.warning(
-                    "could not record the result of cell %s in notebook %s: %s",
-                    cell_id,
+                    "could not record the results of %d cells in notebook %s: %s",
+                    len(batch),
                     notebook_id,
                     error,
                 )
             except Exception:
                 logger.exception(
-                    "unexpected error recording cell %s of notebook %s",
-                    cell_id,
+                    "unexpected error recording %d results of notebook %s",
+                    len(batch),
                     notebook_id,
                 )
             finally:
                 self._sending = None
                 sent, self._sent = self._sent, asyncio.Event()
                 sent.set()
+
+    def _next_batch(self) -> tuple[str, str, list[tuple[str, notebook_pb2.CellResult]]]:
+        """The oldest result's notebook, owner, and its pending results (in
+        the order they finished), taken off the queue up to BATCH_BYTES."""
+        (notebook_id, _), (owner, _) = next(iter(self._pending.items()))
+        batch: list[tuple[str, notebook_pb2.CellResult]] = []
+        size = 0
+        for key, (key_owner, result) in list(self._pending.items()):
+            if key[0] != notebook_id or key_owner != owner:
+                continue
+            size += result.ByteSize()
+            if batch and size > BATCH_BYTES:
+                break
+            del self._pending[key]
+            batch.append((key[1], result))
+        return notebook_id, owner, batch

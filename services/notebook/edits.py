@@ -16,7 +16,7 @@ from services.notebook.models import Cell, CellId, CellStatus, Notebook, RunMode
 from services.shared.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
 
 
@@ -136,17 +136,32 @@ def record_result(
     result: Mapping[str, Any],
     now: datetime,
 ) -> Notebook:
-    """Store a cell's latest run result and status.
+    """Store a cell's latest run result and status (CellNotFound if gone)."""
+    _position(notebook, cell_id)
+    return record_results(notebook, [(cell_id, status, result)], now)
+
+
+def record_results(
+    notebook: Notebook,
+    results: Sequence[tuple[CellId, CellStatus, Mapping[str, Any]]],
+    now: datetime,
+) -> Notebook:
+    """Store several cells' latest results in one revision; cells that are
+    gone are skipped.
 
     A STALE "result" is a lazy run marking the cell out of date, not a run
     of it: the cell keeps its last result (its outputs are still what the
     kernel holds) and only its status changes.
     """
-    position = _position(notebook, cell_id)
-    old = notebook.cells[position]
-    if status is CellStatus.STALE:
-        new = dataclasses.replace(old, status=status)
-    else:
-        new = dataclasses.replace(old, status=status, result=result)
-    cells = (*notebook.cells[:position], new, *notebook.cells[position + 1 :])
-    return _next(notebook, now, cells=cells)
+    cells = list(notebook.cells)
+    positions = {cell.id: position for position, cell in enumerate(cells)}
+    for cell_id, status, result in results:
+        position = positions.get(cell_id)
+        if position is None:
+            continue
+        old = cells[position]
+        if status is CellStatus.STALE:
+            cells[position] = dataclasses.replace(old, status=status)
+        else:
+            cells[position] = dataclasses.replace(old, status=status, result=result)
+    return _next(notebook, now, cells=tuple(cells))

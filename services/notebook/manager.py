@@ -362,15 +362,41 @@ class NotebookManager:
             lambda nb, now: edits.record_result(nb, cell_id, status, result, now),
             durable=False,
         )
+        self._publish_results(done, [cell_id])
+        return done.after.revision
+
+    async def record_results(
+        self,
+        owner: str,
+        notebook_id: NotebookId,
+        results: Sequence[tuple[CellId, CellStatus, Mapping[str, Any]]],
+    ) -> tuple[int, list[CellId]]:
+        """Store several cells' results in one revision; return it and the
+        cells recorded (results of cells that are gone are skipped)."""
+        done = await self._edit(
+            owner,
+            notebook_id,
+            0,
+            lambda nb, now: edits.record_results(nb, results, now),
+            durable=False,
+        )
+        recorded = [c for c, _, _ in results if done.after.cell(c) is not None]
+        self._publish_results(done, recorded)
+        return done.after.revision, recorded
+
+    def _publish_results(self, done: _Edited, cell_ids: Sequence[CellId]) -> None:
+        summary = done.after.summary()
         self._publish(
-            Change(
-                ChangeKind.RESULT_RECORDED,
-                done.after.revision,
-                done.after.summary(),
-                cell=self._view(done, cell_id),
+            *(
+                Change(
+                    ChangeKind.RESULT_RECORDED,
+                    done.after.revision,
+                    summary,
+                    cell=self._view(done, cell_id),
+                )
+                for cell_id in cell_ids
             )
         )
-        return done.after.revision
 
     # -- watching ----------------------------------------------------------
 

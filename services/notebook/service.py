@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.notebook import convert
@@ -36,6 +36,9 @@ _RESULT_STATUSES = {
     # A lazy run marks a cell out of date without running it.
     CellStatus.STALE,
 }
+
+
+_RESULT_STATUS_RULE = "must be SUCCESS, ERROR, BLOCKED, INTERRUPTED, DISABLED or STALE"
 
 
 def _notebook_id(violations: Violations, value: str) -> NotebookId:
@@ -469,10 +472,7 @@ class NotebookInternalServicer(notebook_pb2_grpc.NotebookInternalServiceServicer
         if not request.HasField("result"):
             check.add("result", "is required")
         elif status not in _RESULT_STATUSES:
-            check.add(
-                "result.status",
-                "must be SUCCESS, ERROR, BLOCKED, INTERRUPTED, DISABLED or STALE",
-            )
+            check.add("result.status", _RESULT_STATUS_RULE)
         check.raise_if_any()
         assert status is not None
         revision = await self._manager.record_result(
@@ -483,6 +483,36 @@ class NotebookInternalServicer(notebook_pb2_grpc.NotebookInternalServiceServicer
             convert.result_to_json(request.result),
         )
         return notebook_pb2.RecordCellResultResponse(revision=revision)
+
+    async def RecordCellResults(
+        self, request: notebook_pb2.RecordCellResultsRequest, context: Context
+    ) -> notebook_pb2.RecordCellResultsResponse:
+        check = Violations()
+        notebook_id = _notebook_id(check, request.notebook_id)
+        if not request.results:
+            check.add("results", "is required")
+        results: list[tuple[CellId, CellStatus, dict[str, Any]]] = []
+        seen: set[str] = set()
+        for index, entry in enumerate(request.results):
+            field = f"results[{index}]"
+            check.identifier(f"{field}.cell_id", entry.cell_id)
+            if entry.cell_id in seen:
+                check.add(f"{field}.cell_id", f"cell {entry.cell_id!r} appears twice")
+            seen.add(entry.cell_id)
+            status = convert.status_from_proto(entry.result.status)
+            if status is None or status not in _RESULT_STATUSES:
+                check.add(f"{field}.result.status", _RESULT_STATUS_RULE)
+                continue
+            results.append(
+                (CellId(entry.cell_id), status, convert.result_to_json(entry.result))
+            )
+        check.raise_if_any()
+        revision, recorded = await self._manager.record_results(
+            current_user(), notebook_id, results
+        )
+        return notebook_pb2.RecordCellResultsResponse(
+            revision=revision, recorded_cell_ids=recorded
+        )
 
     async def GetDatabaseConnection(
         self, request: notebook_pb2.GetDatabaseConnectionRequest, context: Context

@@ -688,6 +688,101 @@ async def test_record_result_needs_a_final_status(
     assert bad_fields(error) == {"result.status"}
 
 
+async def test_results_recorded_together_share_one_revision_and_each_is_broadcast(
+    stub: Stub, internal_stub: InternalStub, alice: Metadata
+) -> None:
+    notebook = await new_notebook(stub, alice)
+    first = (await add_cell(stub, alice, notebook.id, "a = 1")).cell
+    second = (await add_cell(stub, alice, notebook.id, "b = a")).cell
+    gone = (await add_cell(stub, alice, notebook.id, "c = 3")).cell
+    await stub.DeleteCell(
+        pb.DeleteCellRequest(notebook_id=notebook.id, cell_id=gone.id), metadata=alice
+    )
+    stream = stub.WatchNotebook(
+        pb.WatchNotebookRequest(notebook_id=notebook.id), metadata=alice
+    )
+    await next_events(stream, 1)
+    ok = pb.CellResult(status=pb.CELL_STATUS_SUCCESS, execution_count=1)
+    failed = pb.CellResult(status=pb.CELL_STATUS_ERROR, execution_count=2)
+
+    reply = await internal_stub.RecordCellResults(
+        pb.RecordCellResultsRequest(
+            notebook_id=notebook.id,
+            results=[
+                pb.RecordedCellResult(cell_id=first.id, result=ok),
+                pb.RecordedCellResult(cell_id=gone.id, result=ok),
+                pb.RecordedCellResult(cell_id=second.id, result=failed),
+            ],
+        ),
+        metadata=alice,
+    )
+    events = await next_events(stream, 2)
+    stream.cancel()
+    got = await stub.GetNotebook(
+        pb.GetNotebookRequest(notebook_id=notebook.id), metadata=alice
+    )
+
+    assert list(reply.recorded_cell_ids) == [first.id, second.id]
+    assert [(e.cell_result_recorded.cell_id, e.revision) for e in events] == [
+        (first.id, reply.revision),
+        (second.id, reply.revision),
+    ]
+    assert got.notebook.revision == reply.revision
+    assert [c.status for c in got.notebook.cells] == [
+        pb.CELL_STATUS_SUCCESS,
+        pb.CELL_STATUS_ERROR,
+    ]
+
+
+async def test_recording_results_together_checks_every_entry(
+    stub: Stub, internal_stub: InternalStub, alice: Metadata, bob: Metadata
+) -> None:
+    notebook = await new_notebook(stub, alice)
+    cell = (await add_cell(stub, alice, notebook.id, "x = 1")).cell
+    ok = pb.CellResult(status=pb.CELL_STATUS_SUCCESS)
+
+    empty = await rpc_error(
+        internal_stub.RecordCellResults(
+            pb.RecordCellResultsRequest(notebook_id=notebook.id), metadata=alice
+        )
+    )
+    bad = await rpc_error(
+        internal_stub.RecordCellResults(
+            pb.RecordCellResultsRequest(
+                notebook_id=notebook.id,
+                results=[
+                    pb.RecordedCellResult(cell_id=cell.id, result=ok),
+                    pb.RecordedCellResult(cell_id=cell.id, result=ok),
+                    pb.RecordedCellResult(cell_id="../x", result=ok),
+                    pb.RecordedCellResult(
+                        cell_id=cell.id,
+                        result=pb.CellResult(status=pb.CELL_STATUS_RUNNING),
+                    ),
+                ],
+            ),
+            metadata=alice,
+        )
+    )
+    foreign = await rpc_error(
+        internal_stub.RecordCellResults(
+            pb.RecordCellResultsRequest(
+                notebook_id=notebook.id,
+                results=[pb.RecordedCellResult(cell_id=cell.id, result=ok)],
+            ),
+            metadata=bob,
+        )
+    )
+
+    assert bad_fields(empty) == {"results"}
+    assert bad_fields(bad) == {
+        "results[1].cell_id",
+        "results[2].cell_id",
+        "results[3].cell_id",
+        "results[3].result.status",
+    }
+    assert foreign.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_internal_database_connection_is_unmasked(
     stub: Stub, internal_stub: InternalStub, alice: Metadata, bob: Metadata
 ) -> None:
