@@ -130,6 +130,22 @@ def test_print_shell_and_raw_writes_arrive_in_order(kernel: KernelHarness) -> No
 
 
 @pytest.mark.parametrize(
+    "code",
+    [
+        "import os\nos.write(1, b'raw\\n')",
+        "import os\nos.system('echo raw')",
+        "import ctypes\nctypes.CDLL(None).printf(b'raw\\n')",
+    ],
+)
+def test_output_that_never_passed_through_print_still_ends_before_the_cell(
+    kernel: KernelHarness, code: str
+) -> None:
+    # Nothing in sys.stdout's buffer: only the pipe (or libc's buffer) holds it.
+    for _ in range(20):
+        assert kernel.run(code).stdout == "raw\n"
+
+
+@pytest.mark.parametrize(
     "spawn",
     [
         "os.system('echo b')",

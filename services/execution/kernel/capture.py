@@ -211,6 +211,9 @@ class OutputCapture:
         self._dropping = False
         self._truncated = False
         self._pending: list[tuple[int, bytearray]] = []
+        # True while this thread holds bytes read from a pipe that are not
+        # in _pending yet (see `_nothing_unsent`).
+        self._reading = False
         self._pending_bytes = 0
         # When the batch being collected is due; None when none is.
         self._deadline: float | None = None
@@ -274,7 +277,8 @@ class OutputCapture:
             self._dropping = False
             self._truncated = False
         # Send what arrived while idle now, under this cell.
-        self._request_flush()
+        if not self._nothing_unsent():
+            self._request_flush()
 
     def flush_buffers(self) -> None:
         """Move what sys.stdout and sys.stderr hold into the pipes."""
@@ -289,6 +293,10 @@ class OutputCapture:
             with contextlib.suppress(Exception):
                 stream.flush()
         _flush_c_stdio()
+        if self._nothing_unsent():
+            # Most cells print nothing: no need to wake the thread and wait
+            # for its answer (two thread hand-offs on every cell).
+            return
         target = self._request_flush()
         while self._acked_flushes < target:
             if self._thread is None or not self._thread.is_alive():
@@ -398,6 +406,21 @@ class OutputCapture:
         except BlockingIOError:
             return 0
 
+    def _nothing_unsent(self) -> bool:
+        """True if no output written so far waits anywhere to be sent.
+
+        Checked in this order: the streams' buffers, the pipes, then (under
+        the lock) what the thread holds. Bytes the thread has read from a
+        pipe are `_reading` until they are in `_pending`, so there is no
+        moment at which output is in none of these places.
+        """
+        if self._buffers_hold_text():
+            return False
+        if any(_bytes_available(fd) for fd in self._pipes):
+            return False
+        with self._lock:
+            return not self._pending and not self._reading
+
     def _buffers_hold_text(self) -> bool:
         return self.stdout.holds_text() or self.stderr.holds_text()
 
@@ -445,14 +468,19 @@ class OutputCapture:
 
     def _read(self, fd: int, size: int) -> None:
         while size > 0:
+            self._reading = True
             try:
-                data = os.read(fd, min(size, _READ_BYTES))
-            except BlockingIOError:
-                return
-            if not data:
-                return
-            size -= len(data)
-            self._take(self._pipes[fd], data)
+                try:
+                    data = os.read(fd, min(size, _READ_BYTES))
+                except BlockingIOError:
+                    return
+                if not data:
+                    return
+                size -= len(data)
+                self._take(self._pipes[fd], data)
+            finally:
+                # Only now: the bytes are in _pending (or sent, or dropped).
+                self._reading = False
 
     def _take(self, stream: int, data: bytes) -> None:
         with self._lock:
