@@ -111,17 +111,31 @@ class Api:
 
     def run_all(self, notebook_id: str) -> list[str]:
         """Run every stale cell; the statuses the cells finished with."""
+        return self.run(notebook_id)
+
+    def run(self, notebook_id: str, *cell_ids: str) -> list[str]:
+        """Run these cells (none: the stale ones); the statuses they finished with."""
         url = f"{self.stack.base_url}/api/v1/notebooks/{notebook_id}:run"
         headers = {"authorization": f"Bearer {self.token}"}
         statuses = []
         with httpx.stream(
-            "POST", url, json={}, headers=headers, timeout=API_TIMEOUT_S
+            "POST",
+            url,
+            json={"cellIds": list(cell_ids)},
+            headers=headers,
+            timeout=API_TIMEOUT_S,
         ) as run:
             for line in run.iter_lines():
                 event = json.loads(line)["event"]
                 if "cellFinished" in event:
                     statuses.append(event["cellFinished"]["result"]["status"])
         return statuses
+
+    def restart_kernel(self, notebook_id: str) -> None:
+        with self._client() as api:
+            api.post(
+                f"/notebooks/{notebook_id}/kernel:restart", json={}
+            ).raise_for_status()
 
 
 @dataclass
