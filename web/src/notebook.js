@@ -68,6 +68,7 @@ export class NotebookSession {
     this.togglePanel(null);
     byId("cells").replaceChildren();
     byId("nb-name").value = "";
+    this.showPresence({});
     this.showKernel();
   }
 
@@ -87,7 +88,7 @@ export class NotebookSession {
       await stream(
         "notebook",
         "watchNotebook",
-        { notebookId: this.id },
+        { notebookId: this.id, presence: true },
         (response) => !this.closed && this.applyNotebookEvent(response),
         hangUp.signal,
       );
@@ -168,8 +169,20 @@ export class NotebookSession {
     else if (event.cellResultRecorded) {
       const { cellId, result } = event.cellResultRecorded;
       this.views.get(cellId)?.setResult(result);
-    }
+    } else if (event.presence) return this.showPresence(event.presence);
     this.layout();
+  }
+
+  /** Who else has the notebook open: other users by name, our other tabs as such. */
+  showPresence({ viewers = [], you }) {
+    const others = viewers.filter((viewer) => viewer.viewerId !== you);
+    const tabs = others.filter((viewer) => viewer.user === app.user).length;
+    const names = [...new Set(others.map((viewer) => viewer.user).filter((user) => user !== app.user))];
+    if (tabs) names.push(`you in ${tabs === 1 ? "another tab" : `${tabs} other tabs`}`);
+    const presence = byId("presence");
+    presence.hidden = names.length === 0;
+    presence.textContent = names.length ? `also here: ${names.join(", ")}` : "";
+    presence.title = others.map((viewer) => `${viewer.user} since ${viewer.since || "?"}`).join("\n");
   }
 
   applySnapshot(notebook) {
