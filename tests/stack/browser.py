@@ -98,10 +98,18 @@ class Api:
                 api.delete(f"/notebooks/{notebook_id}/kernel")
 
     def cell_ids(self, notebook_id: str) -> list[str]:
+        return [cell["id"] for cell in self._cells(notebook_id)]
+
+    def cell_codes(self, notebook_id: str) -> list[str]:
+        """The stored code of each cell, in order."""
+        return [cell.get("code", "") for cell in self._cells(notebook_id)]
+
+    def _cells(self, notebook_id: str) -> list[dict[str, Any]]:
         with self._client() as api:
             got = api.get(f"/notebooks/{notebook_id}")
             got.raise_for_status()
-            return [cell["id"] for cell in got.json()["notebook"].get("cells", [])]
+            cells: list[dict[str, Any]] = got.json()["notebook"].get("cells", [])
+            return cells
 
     def update_cell(self, notebook_id: str, cell_id: str, code: str) -> None:
         with self._client() as api:
