@@ -6,6 +6,8 @@ import base64
 from typing import TYPE_CHECKING
 
 from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
+from services.execution import introspection
+from services.execution.errors import KernelNotFound
 from services.execution.runs import RunRequest
 from services.shared.auth import current_token, current_user
 from services.shared.dataflow import CellId
@@ -28,6 +30,8 @@ _MAX_PAGE = 100
 FOLLOW_WAIT_S = 0.25
 """How long a run waits for the followed copy to reach the caller's revision
 (an edit reaches it within milliseconds) before reading the notebook."""
+# As the notebook service's default NOTEBOOK_MAX_CODE_BYTES.
+_MAX_CODE_BYTES = 1024 * 1024
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
@@ -150,6 +154,56 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         session = self._existing(request.notebook_id)
         await session.shutdown()
         return execution_pb2.ShutdownKernelResponse()
+
+    async def Complete(
+        self, request: execution_pb2.CompleteRequest, context: Context
+    ) -> execution_pb2.CompleteResponse:
+        check = Violations()
+        check.identifier("notebook_id", request.notebook_id)
+        if request.cell_id:
+            check.identifier("cell_id", request.cell_id)
+        check.code("code", request.code, _MAX_CODE_BYTES)
+        check.not_negative("cursor_offset", request.cursor_offset)
+        if request.cursor_offset > len(request.code):
+            check.add("cursor_offset", "is past the end of the code")
+        check.raise_if_any()
+        session = await self._session_if_any(request.notebook_id)
+        return await introspection.complete(
+            session, request.code, request.cursor_offset
+        )
+
+    async def ListVariables(
+        self, request: execution_pb2.ListVariablesRequest, context: Context
+    ) -> execution_pb2.ListVariablesResponse:
+        check = Violations()
+        check.identifier("notebook_id", request.notebook_id)
+        check.raise_if_any()
+        session = await self._session_if_any(request.notebook_id)
+        return await introspection.list_variables(session)
+
+    async def GetTableRows(
+        self, request: execution_pb2.GetTableRowsRequest, context: Context
+    ) -> execution_pb2.GetTableRowsResponse:
+        check = Violations()
+        check.identifier("notebook_id", request.notebook_id)
+        check.identifier("table_id", request.table_id)
+        check.not_negative("offset", request.offset)
+        check.not_negative("limit", request.limit)
+        check.raise_if_any()
+        session = await self._session_if_any(request.notebook_id)
+        table = await introspection.table_rows(
+            session, request.table_id, request.offset, request.limit
+        )
+        return execution_pb2.GetTableRowsResponse(table=table)
+
+    async def _session_if_any(self, notebook_id: str) -> Session | None:
+        """The caller's session of the notebook; None (after checking the
+        notebook is the caller's) when it has none."""
+        try:
+            return self._sessions.existing(current_user(), notebook_id)
+        except KernelNotFound:
+            await self._notebooks.get_notebook(current_token(), notebook_id)
+            return None
 
     def _existing(self, notebook_id: str) -> Session:
         check = Violations()

@@ -142,6 +142,14 @@ class Session:
         """True if any of these cells has run in the current kernel."""
         return any(self._ledger.has_run(CellId(cell_id)) for cell_id in cell_ids)
 
+    def definers(self) -> dict[str, str]:
+        """The cell that bound each global name in this kernel, by name."""
+        return {
+            name: cell_id
+            for cell_id, entry in self._ledger.ran.items()
+            for name in entry.names
+        }
+
     @property
     def holding(self) -> bool:
         """True if cells wait for a conflict to be resolved or a cell enabled."""

@@ -21,11 +21,12 @@ from services.shared.dataflow import (
 from services.shared.redaction import mask_url_password
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
 
     from services.notebook.files import StoredFile
     from services.notebook.graphs import CellView
+    from services.notebook.presence import Seat
 
 _CELL_TYPES = {
     CellType.PYTHON: notebook_pb2.CELL_TYPE_PYTHON,
@@ -233,3 +234,15 @@ def snapshot_event(snapshot: Snapshot) -> notebook_pb2.WatchNotebookResponse:
     return notebook_pb2.WatchNotebookResponse(
         revision=snapshot.revision, snapshot=snapshot_to_proto(snapshot)
     )
+
+
+def presence_event(
+    seats: Sequence[Seat], you: Seat, revision: int
+) -> notebook_pb2.WatchNotebookResponse:
+    """Who has the notebook open, as the stream holding `you` sees it."""
+    reply = notebook_pb2.WatchNotebookResponse(revision=revision)
+    reply.presence.you = you.viewer_id
+    for seat in seats:
+        viewer = reply.presence.viewers.add(viewer_id=seat.viewer_id, user=seat.user)
+        viewer.since.FromNanoseconds(int(seat.since * 1e9))
+    return reply

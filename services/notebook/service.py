@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.notebook import convert
-from services.notebook.changes import Snapshot
+from services.notebook.changes import Change, Snapshot
 from services.notebook.exporting import export_notebook
 from services.notebook.files import check_room
 from services.notebook.files.paths import check_path
 from services.notebook.importing import import_file
 from services.notebook.models import CellId, CellStatus, CellType, NotebookId
+from services.notebook.presence import PresenceBoard, PresenceChanged, with_presence
 from services.shared.auth import current_user
 from services.shared.validation import Violations, page_size
 
@@ -64,6 +65,7 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
         self._manager = manager
         self._max_code_bytes = max_code_bytes
         self._files = files
+        self._presence = PresenceBoard()
         # A notebook file holds many cells and their stored outputs.
         self._max_import_bytes = 8 * max_code_bytes
 
@@ -421,11 +423,23 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
         events = self._manager.watch(
             current_user(), notebook_id, request.since_revision
         )
-        async for item in events:
-            if isinstance(item, Snapshot):
-                yield convert.snapshot_event(item)
-            else:
-                yield convert.change_to_proto(item)
+        if not request.presence:
+            async for item in events:
+                yield _watch_event(item)
+            return
+        # The first event comes of reading the notebook as the caller's: only
+        # then may the caller take a seat among those who have it open.
+        first = await anext(events)
+        revision = first.revision
+        yield _watch_event(first)
+        with self._presence.seat(notebook_id, current_user()) as seat:
+            async for merged in with_presence(events, seat):
+                if isinstance(merged, PresenceChanged):
+                    viewers = self._presence.viewers(notebook_id)
+                    yield convert.presence_event(viewers, seat, revision)
+                else:
+                    revision = merged.revision
+                    yield _watch_event(merged)
 
     @staticmethod
     def _cell_type(
@@ -438,6 +452,12 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
             check.add("type", f"{value} is not a known cell type")
             return CellType.PYTHON
         return cell_type
+
+
+def _watch_event(item: Snapshot | Change) -> notebook_pb2.WatchNotebookResponse:
+    if isinstance(item, Snapshot):
+        return convert.snapshot_event(item)
+    return convert.change_to_proto(item)
 
 
 class _EditedCell(TypedDict):

@@ -58,6 +58,10 @@ class FakeKernel:
     async def delete_names(self, names: Sequence[str]) -> None:
         self.deleted.extend(names)
 
+    async def query(self, request: kernel_pb2.KernelRequest) -> kernel_pb2.KernelEvent:
+        failed = kernel_pb2.QueryFailed(message="a fake kernel knows nothing")
+        return kernel_pb2.KernelEvent(query_failed=failed)
+
     def interrupt(self) -> None: ...
 
     def kill(self) -> None: ...

@@ -22,7 +22,7 @@ from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
 from reflow.notebook.v1 import notebook_pb2
 from services.notebook.changes import Change
 from services.shared.auth import current_user
-from services.shared.errors import NotFound
+from services.shared.errors import FailedPrecondition, NotFound
 from services.shared.fanout import EventHub, Subscription
 
 if TYPE_CHECKING:
@@ -142,6 +142,24 @@ class FakeExecution(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> execution_pb2.GetKernelResponse:
         self._record("GetKernel", context)
         raise NotFound(f"notebook {request.notebook_id!r} has no kernel")
+
+    async def Complete(
+        self, request: execution_pb2.CompleteRequest, context: Context
+    ) -> execution_pb2.CompleteResponse:
+        self._record("Complete", context)
+        return execution_pb2.CompleteResponse(kernel_running=False)
+
+    async def ListVariables(
+        self, request: execution_pb2.ListVariablesRequest, context: Context
+    ) -> execution_pb2.ListVariablesResponse:
+        self._record("ListVariables", context)
+        return execution_pb2.ListVariablesResponse(kernel_running=False)
+
+    async def GetTableRows(
+        self, request: execution_pb2.GetTableRowsRequest, context: Context
+    ) -> execution_pb2.GetTableRowsResponse:
+        self._record("GetTableRows", context)
+        raise FailedPrecondition(f"table {request.table_id!r} is gone")
 
     def _record(self, method: str, context: Context) -> None:
         metadata = dict(context.invocation_metadata() or ())

@@ -98,10 +98,18 @@ class Api:
                 api.delete(f"/notebooks/{notebook_id}/kernel")
 
     def cell_ids(self, notebook_id: str) -> list[str]:
+        return [cell["id"] for cell in self._cells(notebook_id)]
+
+    def cell_codes(self, notebook_id: str) -> list[str]:
+        """The stored code of each cell, in order."""
+        return [cell.get("code", "") for cell in self._cells(notebook_id)]
+
+    def _cells(self, notebook_id: str) -> list[dict[str, Any]]:
         with self._client() as api:
             got = api.get(f"/notebooks/{notebook_id}")
             got.raise_for_status()
-            return [cell["id"] for cell in got.json()["notebook"].get("cells", [])]
+            cells: list[dict[str, Any]] = got.json()["notebook"].get("cells", [])
+            return cells
 
     def update_cell(self, notebook_id: str, cell_id: str, code: str) -> None:
         with self._client() as api:
@@ -111,17 +119,31 @@ class Api:
 
     def run_all(self, notebook_id: str) -> list[str]:
         """Run every stale cell; the statuses the cells finished with."""
+        return self.run(notebook_id)
+
+    def run(self, notebook_id: str, *cell_ids: str) -> list[str]:
+        """Run these cells (none: the stale ones); the statuses they finished with."""
         url = f"{self.stack.base_url}/api/v1/notebooks/{notebook_id}:run"
         headers = {"authorization": f"Bearer {self.token}"}
         statuses = []
         with httpx.stream(
-            "POST", url, json={}, headers=headers, timeout=API_TIMEOUT_S
+            "POST",
+            url,
+            json={"cellIds": list(cell_ids)},
+            headers=headers,
+            timeout=API_TIMEOUT_S,
         ) as run:
             for line in run.iter_lines():
                 event = json.loads(line)["event"]
                 if "cellFinished" in event:
                     statuses.append(event["cellFinished"]["result"]["status"])
         return statuses
+
+    def restart_kernel(self, notebook_id: str) -> None:
+        with self._client() as api:
+            api.post(
+                f"/notebooks/{notebook_id}/kernel:restart", json={}
+            ).raise_for_status()
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
+from services.execution.kernel.environment import ALLOWED_PREFIXES
 from tests.stack.isolation import (
     OLD_DEV_SECRET,
     Notebook,
@@ -122,7 +123,10 @@ def test_the_environment_holds_no_secret(target: Target) -> None:
     )
 
     assert isinstance(environment, dict)
-    assert set(environment) <= ALLOWED_ENVIRONMENT
+    # Numeric libraries' tuning (OPENBLAS_CORETYPE on machines OpenBLAS
+    # misdetects) passes through by design, when the service's machine sets it.
+    named = {name for name in environment if not name.startswith(ALLOWED_PREFIXES)}
+    assert named <= ALLOWED_ENVIRONMENT
     assert target.secret not in json.dumps(environment)
     target.assert_still_serving()
 

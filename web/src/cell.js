@@ -130,6 +130,7 @@ export class CellView {
       onChange: () => this.onInput(),
       onBlur: () => this.onBlur(),
       names: this.type === "CELL_TYPE_MARKDOWN" ? null : () => this.session.definedNames(this),
+      complete: this.type === "CELL_TYPE_PYTHON" ? (code, cursor) => this.session.complete(this, code, cursor) : null,
     });
     this.preview = h("div", { class: "markdown preview", title: "Double-click to edit" });
     this.preview.addEventListener("dblclick", () => this.startEditing());
@@ -303,17 +304,23 @@ export class CellView {
   appendOutput(output) {
     if (!this.result) this.result = { stdout: "", stderr: "", outputs: [] };
     this.result.outputs = [...(this.result.outputs || []), output];
-    this.outputs.append(renderOutput(output));
+    this.outputs.append(renderOutput(output, this.outputContext()));
   }
 
   showResult() {
     const result = this.result || {};
     this.showStreams();
-    this.outputs.replaceChildren(...(result.outputs || []).map(renderOutput));
+    const context = this.outputContext();
+    this.outputs.replaceChildren(...(result.outputs || []).map((output) => renderOutput(output, context)));
     this.error.replaceChildren(...(result.error ? [renderError(result.error)] : []));
     this.showNote();
     const seconds = parseFloat(result.duration || "");
     this.duration.textContent = Number.isFinite(seconds) ? formatSeconds(seconds) : "";
+  }
+
+  /** What outputs may ask of the notebook: more rows of a table. */
+  outputContext() {
+    return { fetchRows: (tableId, offset) => this.session.tableRows(this, tableId, offset) };
   }
 
   showStreams() {

@@ -14,8 +14,9 @@ import { CellView } from "./cell.js";
 import { Code, auth, rpc, stream } from "./client.js";
 import { byId, notify, showView } from "./dom.js";
 import { drawGraph } from "./graph.js";
+import { VariablesPanel } from "./variables.js";
 
-const PANEL_TITLES = { assistant: "Assistant", graph: "Dependencies" };
+const PANEL_TITLES = { assistant: "Assistant", graph: "Dependencies", variables: "Variables" };
 
 const RECONNECT_MAX_MS = 10_000;
 
@@ -63,9 +64,11 @@ export class NotebookSession {
     this.dragging = new CellDragging(this);
     this.panel = null;
     this.assistant = null;
+    this.variables = null;
     this.togglePanel(null);
     byId("cells").replaceChildren();
     byId("nb-name").value = "";
+    this.showPresence({});
     this.showKernel();
   }
 
@@ -85,7 +88,7 @@ export class NotebookSession {
       await stream(
         "notebook",
         "watchNotebook",
-        { notebookId: this.id },
+        { notebookId: this.id, presence: true },
         (response) => !this.closed && this.applyNotebookEvent(response),
         hangUp.signal,
       );
@@ -166,8 +169,20 @@ export class NotebookSession {
     else if (event.cellResultRecorded) {
       const { cellId, result } = event.cellResultRecorded;
       this.views.get(cellId)?.setResult(result);
-    }
+    } else if (event.presence) return this.showPresence(event.presence);
     this.layout();
+  }
+
+  /** Who else has the notebook open: other users by name, our other tabs as such. */
+  showPresence({ viewers = [], you }) {
+    const others = viewers.filter((viewer) => viewer.viewerId !== you);
+    const tabs = others.filter((viewer) => viewer.user === app.user).length;
+    const names = [...new Set(others.map((viewer) => viewer.user).filter((user) => user !== app.user))];
+    if (tabs) names.push(`you in ${tabs === 1 ? "another tab" : `${tabs} other tabs`}`);
+    const presence = byId("presence");
+    presence.hidden = names.length === 0;
+    presence.textContent = names.length ? `also here: ${names.join(", ")}` : "";
+    presence.title = others.map((viewer) => `${viewer.user} since ${viewer.since || "?"}`).join("\n");
   }
 
   applySnapshot(notebook) {
@@ -250,7 +265,7 @@ export class NotebookSession {
     if (this.panel === "graph") this.showPanel();
   }
 
-  // -- the side panel (assistant, dependencies) --
+  // -- the side panel (assistant, dependencies, variables) --
 
   /** Open `name`'s panel, or close it if it is open (null closes any). */
   togglePanel(name) {
@@ -270,6 +285,10 @@ export class NotebookSession {
       this.assistant ??= new AssistantPanel(this);
       if (!this.assistant.root.isConnected) byId("panel-body").replaceChildren(this.assistant.root);
       this.assistant.input.focus();
+    } else if (this.panel === "variables") {
+      this.variables ??= new VariablesPanel(this);
+      byId("panel-body").replaceChildren(this.variables.root);
+      this.variables.refresh();
     } else {
       byId("panel-body").replaceChildren(drawGraph(this));
     }
@@ -319,6 +338,7 @@ export class NotebookSession {
   finishRun(runId) {
     this.activeRuns.delete(runId);
     this.showKernel();
+    if (this.panel === "variables") this.variables?.refresh();
     for (const view of this.views.values()) {
       if (view.liveStatus === "CELL_STATUS_QUEUED") view.setLive(null);
     }
@@ -420,6 +440,24 @@ export class NotebookSession {
       for (const name of view.cell.writes || []) names.push({ label: name, detail: `cell ${index + 1}` });
     });
     return names;
+  }
+
+  /** The kernel's completions in a cell's code (never starts a kernel). */
+  complete(view, code, cursorOffset) {
+    return rpc("execution", "complete", { notebookId: this.id, cellId: view.id, code, cursorOffset });
+  }
+
+  /** Rows of a table a cell displayed; throws an Error saying what to do if they are gone. */
+  async tableRows(view, tableId, offset) {
+    try {
+      const reply = await rpc("execution", "getTableRows", { notebookId: this.id, tableId, offset: String(offset) });
+      return reply.table || {};
+    } catch (error) {
+      if (error.code === Code.FailedPrecondition) {
+        throw new Error(`The kernel no longer holds this table: re-run ${this.cellLabel(view.id)} to see more rows.`);
+      }
+      throw new Error(this.humanize(error.message));
+    }
   }
 
   /**

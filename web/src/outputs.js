@@ -6,11 +6,14 @@ const TABLE_MIME = "application/vnd.reflow.table+json";
 const CHART_MIME = /^application\/vnd\.(vega(lite)?\.v\d+|plotly\.v1)[+.]json$/;
 const RASTER_MIMES = new Set(["image/png", "image/jpeg", "image/gif"]);
 
-/** One output as an element; unknown types fall back to their text. */
-export function renderOutput(output) {
+/**
+ * One output as an element; unknown types fall back to their text.
+ * `context.fetchRows(tableId, offset)` fetches more rows of a table.
+ */
+export function renderOutput(output, context = {}) {
   const mime = output.mimeType || "";
   const wrap = (child) => h("div", { class: "output", "data-mime": mime }, child);
-  if (mime === TABLE_MIME && output.table) return wrap(renderTable(output.table));
+  if (mime === TABLE_MIME && output.table) return wrap(renderTable(output.table, context.fetchRows));
   if (mime === "text/html") return wrap(renderHtmlFrame(output.text || ""));
   if (RASTER_MIMES.has(mime) && output.binary) {
     return wrap(h("img", { src: `data:${mime};base64,${output.binary}`, alt: mime }));
@@ -32,17 +35,23 @@ export function renderOutput(output) {
 const PAGE_ROWS = 20;
 
 /**
- * A table preview, built cell by cell as text: the rows the kernel sent (its
- * first ones), with their row numbers, 20 to a page, sorted by a column when
- * its header is clicked (again: descending, a third time: as sent).
+ * A table, built cell by cell as text: with its row numbers, 20 rows to a
+ * page, sorted by a column when its header is clicked (again: descending, a
+ * third time: as sent). The kernel sent the first rows; paging past them
+ * fetches more from the kernel (GetTableRows) when `fetchRows` is given and
+ * the table has an id. Sorting orders the rows fetched so far.
  */
-function renderTable(table) {
+function renderTable(table, fetchRows) {
   const columns = table.columns || [];
-  const rows = (table.rows || []).map((values, position) => ({ position, values: values || [] }));
+  const first = Number(table.rowOffset || 0);
+  const rows = (table.rows || []).map((values, index) => ({ position: first + index, values: values || [] }));
   const total = Number(table.totalRows || rows.length);
-  const state = { page: 0, column: -1, descending: false };
+  const fetchable = Boolean(table.tableId && fetchRows);
+  const state = { page: 0, column: -1, descending: false, loading: false };
   const body = h("tbody");
   const pager = h("span", { class: "pager" });
+  const info = h("span");
+  const problem = h("p", { class: "table-problem", hidden: true });
   const headers = columns.map((column, index) =>
     h(
       "th",
@@ -56,7 +65,10 @@ function renderTable(table) {
     const direction = state.descending ? -1 : 1;
     return [...rows].sort((a, b) => direction * compareValues(a.values[state.column], b.values[state.column]));
   };
-  const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+  // Unsorted, every row can be paged to (fetched on the way); sorted, the loaded ones.
+  const reachable = () => (fetchable && state.column < 0 && problem.hidden ? total : rows.length);
+  const pages = () => Math.max(1, Math.ceil(reachable() / PAGE_ROWS));
+  const size = `${total} row${total === 1 ? "" : "s"} × ${columns.length} column${columns.length === 1 ? "" : "s"}`;
   const show = () => {
     const start = state.page * PAGE_ROWS;
     const visible = sorted().slice(start, start + PAGE_ROWS);
@@ -75,21 +87,39 @@ function renderTable(table) {
         class: "link",
         text,
         "aria-label": label,
-        disabled: page < 0 || page >= pages,
-        onclick: () => {
-          state.page = page;
-          show();
-        },
+        disabled: state.loading || page < 0 || page >= pages(),
+        onclick: () => goTo(page),
       });
+    const shownTo = Math.min(start + PAGE_ROWS, reachable());
     pager.replaceChildren(
-      ...(pages > 1
+      ...(pages() > 1
         ? [
             button("‹", "Previous rows", state.page - 1),
-            ` rows ${start + 1}–${start + visible.length} of ${rows.length} `,
+            ` rows ${start + 1}–${shownTo} of ${reachable()} `,
             button("›", "Next rows", state.page + 1),
           ]
         : []),
     );
+    const loaded = rows.length < total ? ` · ${rows.length} loaded` : "";
+    info.textContent = `${size}${loaded}${state.loading ? " · loading…" : ""}`;
+  };
+  const goTo = async (page) => {
+    const wanted = Math.min((page + 1) * PAGE_ROWS, total);
+    if (fetchable && state.column < 0 && wanted > rows.length) {
+      state.loading = true;
+      show();
+      try {
+        const more = await fetchRows(table.tableId, rows.length);
+        const offset = Number(more.rowOffset || 0);
+        (more.rows || []).forEach((values, index) => rows.push({ position: offset + index, values: values || [] }));
+      } catch (error) {
+        problem.textContent = error.message;
+        problem.hidden = false;
+      }
+      state.loading = false;
+    }
+    state.page = Math.min(page, pages() - 1);
+    show();
   };
   const sortBy = (index) => {
     if (state.column !== index) Object.assign(state, { column: index, descending: false });
@@ -99,8 +129,6 @@ function renderTable(table) {
     show();
   };
   show();
-  const size = `${total} row${total === 1 ? "" : "s"} × ${columns.length} column${columns.length === 1 ? "" : "s"}`;
-  const sent = rows.length < total ? ` · the first ${rows.length} were sent` : "";
   return h(
     "div",
     { class: "table" },
@@ -109,7 +137,8 @@ function renderTable(table) {
       { class: "table-scroll" },
       h("table", {}, h("thead", {}, h("tr", {}, h("th", { class: "row-index" }), headers)), body),
     ),
-    h("p", { class: "muted table-info" }, h("span", { text: `${size}${sent}` }), pager),
+    h("p", { class: "muted table-info" }, info, pager),
+    problem,
   );
 }
 

@@ -101,25 +101,36 @@ def table_output(
 ) -> notebook_pb2.Output:
     """A DataFrame as a table of its first `max_rows` rows, with html and text."""
     head = frame.head(max_rows)
-    shown = _with_index(head)
+    return notebook_pb2.Output(
+        mime_type=TABLE_MIME,
+        table=table_page(frame, 0, max_rows),
+        alternatives={"text/html": head.to_html(), "text/plain": safe_repr(frame)},
+    )
+
+
+def table_page(frame: pd.DataFrame, offset: int, limit: int) -> notebook_pb2.Table:
+    """Rows `offset` .. `offset + limit` of a DataFrame, as a table.
+
+    Whether the index becomes leading columns is decided on the whole frame,
+    so every page of one table has the same columns.
+    """
+    rows = frame.iloc[offset : offset + limit]
+    shown = rows if _plain_index(frame.index) else _with_index(rows)
     table = notebook_pb2.Table(
         columns=[
             notebook_pb2.TableColumn(name=_column_name(name), dtype=str(dtype))
             for name, dtype in shown.dtypes.items()
         ],
         total_rows=len(frame),
-        truncated=len(frame) > max_rows,
+        truncated=offset + len(rows) < len(frame),
+        row_offset=offset,
     )
     for row in shown.itertuples(index=False, name=None):
         values = table.rows.add()
         # ListValue takes nested lists and dicts too; its stub says otherwise.
         cells = [json_safe(value, MAX_TABLE_TEXT_CHARS) for value in row]
         values.extend(cast("list[Any]", cells))
-    return notebook_pb2.Output(
-        mime_type=TABLE_MIME,
-        table=table,
-        alternatives={"text/html": head.to_html(), "text/plain": safe_repr(frame)},
-    )
+    return table
 
 
 def figure_output(figure: Figure) -> notebook_pb2.Output:
@@ -232,18 +243,19 @@ def _altair_output(chart: Any) -> notebook_pb2.Output:
     )
 
 
-def _with_index(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with a meaningful index turned into leading columns."""
-    index = frame.index
+def _plain_index(index: pd.Index[Any]) -> bool:
+    """A default 0, 1, 2, ... index, which says nothing worth a column."""
     pandas = sys.modules["pandas"]
-    plain = (
+    return (
         isinstance(index, pandas.RangeIndex)
         and index.name is None
         and index.start == 0
         and index.step == 1
     )
-    if plain:
-        return frame
+
+
+def _with_index(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its index turned into leading columns."""
     try:
         return frame.reset_index(allow_duplicates=True)
     except (ValueError, TypeError):

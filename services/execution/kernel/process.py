@@ -19,6 +19,11 @@ Lifecycle, after jupyter_client's ``KernelManager``:
   the kernel's events for that cell up to and including ``done``. One request
   runs at a time. A caller that stops iterating early leaves the cell's
   remaining events on the socket; the next request first drains them.
+* **Query.** ``KernelProcess.query`` asks an introspection question
+  (completions, variables, table rows) that the kernel answers at once, even
+  while a cell runs. Its reply carries the query's id and is picked out of
+  the stream by whoever is reading it: the running cell's reader, or, when
+  nothing runs, the query itself (under the same lock).
 * **Interrupt.** SIGINT to the process group: it reaches a kernel that is
   busy in user code (and not reading its socket), and the subprocesses that
   user code started.
@@ -45,7 +50,7 @@ import logging
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from reflow.execution.v1 import kernel_pb2
 from services.execution.kernel.protocol import (
@@ -110,6 +115,9 @@ class KernelProcess:
         self._body_length: int | None = None
         # Requests whose last event (done, names_deleted) is still unread.
         self._unanswered = 0
+        # Introspection queries waiting for their reply, by query id.
+        self._replies: dict[int, asyncio.Future[kernel_pb2.KernelEvent]] = {}
+        self._last_query_id = 0
 
     def __repr__(self) -> str:
         return f"<KernelProcess pid={self.pid} exit_reason={self._exit_reason!r}>"
@@ -168,6 +176,50 @@ class KernelProcess:
             while (await self._read_event()).WhichOneof("event") != "names_deleted":
                 pass
             self._unanswered -= 1
+
+    async def query(self, request: kernel_pb2.KernelRequest) -> kernel_pb2.KernelEvent:
+        """Ask an introspection query; its reply (``query_failed`` included).
+
+        Does not wait for a running cell. Raises ``KernelDied`` if the kernel
+        dies or misbehaves first; callers bound the wait with a timeout.
+        """
+        self._last_query_id += 1
+        request.query_id = self._last_query_id
+        reply = asyncio.get_running_loop().create_future()
+        self._replies[request.query_id] = reply
+        try:
+            await self._send(request)
+            await self._await_reply(reply)
+            answer: kernel_pb2.KernelEvent = reply.result()
+            return answer
+        finally:
+            self._replies.pop(request.query_id, None)
+
+    async def _await_reply(self, reply: asyncio.Future[kernel_pb2.KernelEvent]) -> None:
+        # Whoever holds the lock reads the socket and hands replies over
+        # (_read_event); once nobody does, this query reads until it has its
+        # own.
+        acquiring = asyncio.ensure_future(self._lock.acquire())
+        waits: set[asyncio.Future[Any]] = {reply, acquiring}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            acquiring.cancel()
+            if acquiring.done() and not acquiring.cancelled():
+                self._lock.release()
+            raise
+        if not acquiring.done():
+            acquiring.cancel()
+            return
+        try:
+            while not reply.done():
+                event = await self._read_any_event()
+                if not self._handed_over(event) and self._unanswered:
+                    # Events of a request whose caller stopped listening.
+                    if event.WhichOneof("event") in ("done", "names_deleted"):
+                        self._unanswered -= 1
+        finally:
+            self._lock.release()
 
     def interrupt(self) -> None:
         """Send SIGINT to the kernel's process group."""
@@ -270,6 +322,23 @@ class KernelProcess:
             raise await self._died("its connection closed") from None
 
     async def _read_event(self) -> kernel_pb2.KernelEvent:
+        """The next event that is not a query's reply (replies are handed over)."""
+        while True:
+            event = await self._read_any_event()
+            if not self._handed_over(event):
+                return event
+
+    def _handed_over(self, event: kernel_pb2.KernelEvent) -> bool:
+        """True if ``event`` is a query's reply (given to that query, if it
+        still waits)."""
+        if not event.query_id:
+            return False
+        reply = self._replies.get(event.query_id)
+        if reply is not None and not reply.done():
+            reply.set_result(event)
+        return True
+
+    async def _read_any_event(self) -> kernel_pb2.KernelEvent:
         if self._failure is not None:
             raise KernelDied(self._failure)
         try:

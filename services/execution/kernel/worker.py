@@ -4,7 +4,9 @@
 child calling `prepare_process()` then `serve(sock)`) talks to the execution
 service over the unix socket N (`protocol.py`). It sends
 `KernelEvent(ready)` first, then handles `KernelRequest`s one at a time until
-`shutdown` or the end of the stream:
+`shutdown` or the end of the stream. A reader thread (`inbox.py`) takes the
+requests off the socket, so that introspection queries (`introspection.py`,
+`tables.py`) are answered at once, even while a cell runs:
 
 * `execute` runs a cell and streams its events: `stream_chunk`s of what it
   printed (`capture.py`), `output`s (`display()` calls, then the last
@@ -55,11 +57,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from reflow.execution.v1 import kernel_pb2
 from reflow.notebook.v1 import notebook_pb2
+from services.execution.kernel import introspection
 from services.execution.kernel.capture import OutputCapture
+from services.execution.kernel.inbox import Inbox
 from services.execution.kernel.outputs import figure_output, outputs_for
 from services.execution.kernel.private import WILDCARD, demangle, rename_private
 from services.execution.kernel.protocol import read_frame, write_frame
 from services.execution.kernel.sql import SqlError, SqlRunner
+from services.execution.kernel.tables import TableShelf
 from services.execution.kernel.tracebacks import (
     cell_error,
     register_source,
@@ -167,6 +172,7 @@ class Kernel:
         self._interrupts = interrupts
         self._loop = asyncio.new_event_loop()
         self._sql = SqlRunner()
+        self._tables = TableShelf()
         self._cell_id: str | None = None
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = builtins
@@ -182,6 +188,7 @@ class Kernel:
         started = time.monotonic_ns()
         self._capture.begin_cell(request.cell_id, request.output_limit_bytes)
         self._cell_id = request.cell_id
+        self._tables.begin_cell(request.cell_id)
         self.delete_names(request.delete_names)
         done = kernel_pb2.ExecuteDone(status=notebook_pb2.CELL_STATUS_SUCCESS)
         try:
@@ -221,7 +228,29 @@ class Kernel:
     def display(self, *objs: object) -> None:
         """Show each object as an output of the running cell, in order."""
         for obj in objs:
-            self._send_outputs(outputs_for(obj))
+            outputs = outputs_for(obj)
+            self._keep_table(obj, outputs)
+            self._send_outputs(outputs)
+
+    def answer(self, request: kernel_pb2.KernelRequest) -> kernel_pb2.KernelEvent:
+        """Reply to an introspection query (on the inbox's thread)."""
+        kind = request.WhichOneof("request")
+        if kind == "completion_query":
+            completions = introspection.completions(
+                self.namespace, request.completion_query
+            )
+            return kernel_pb2.KernelEvent(completions=completions)
+        if kind == "variables_query":
+            variables = introspection.variables(self.namespace)
+            return kernel_pb2.KernelEvent(variables=variables)
+        query = request.table_rows_query
+        table = self._tables.page(query.table_id, query.offset, query.limit)
+        if table is None:
+            failed = kernel_pb2.QueryFailed(
+                message=f"no table {query.table_id!r} in this kernel", not_found=True
+            )
+            return kernel_pb2.KernelEvent(query_failed=failed)
+        return kernel_pb2.KernelEvent(table_rows=table)
 
     def close(self) -> None:
         """Release the event loop and database connections."""
@@ -293,6 +322,18 @@ class Kernel:
             if figure is not shown:
                 self._send_outputs([figure_output(figure)])
 
+    def _keep_table(self, obj: object, outputs: Sequence[notebook_pb2.Output]) -> None:
+        # Rows beyond the output's first ones are fetched later by table id.
+        pandas = sys.modules.get("pandas")
+        if self._cell_id is None or pandas is None or len(outputs) != 1:
+            return
+        if outputs[0].WhichOneof("data") != "table":
+            return
+        if isinstance(obj, pandas.Series):
+            obj = obj.to_frame()
+        if isinstance(obj, pandas.DataFrame):
+            outputs[0].table.table_id = self._tables.keep(self._cell_id, obj)
+
     def _send_outputs(self, outputs: Sequence[notebook_pb2.Output]) -> None:
         cell_id = self._cell_id
         if cell_id is None:
@@ -344,11 +385,13 @@ def serve(sock: socket.socket) -> None:
     interrupts.install()
     _capture.start(channel.send)
     kernel = Kernel(channel, _capture, interrupts)
+    inbox = Inbox(channel, kernel.answer)
     try:
         channel.send(
             kernel_pb2.KernelEvent(ready=kernel_pb2.KernelReady(pid=os.getpid()))
         )
-        while (request := channel.receive()) is not None:
+        inbox.start()
+        while (request := inbox.next()) is not None:
             kind = request.WhichOneof("request")
             if kind == "execute":
                 kernel.execute(request.execute)
