@@ -6,6 +6,7 @@ import base64
 from typing import TYPE_CHECKING
 
 from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
+from services.execution.files import FileListing
 from services.execution.runs import RunRequest
 from services.shared.auth import current_token, current_user
 from services.shared.dataflow import CellId
@@ -42,7 +43,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             check.identifier(f"cell_ids[{index}]", cell_id)
         check.raise_if_any()
         token = current_token()
-        notebook = await self._notebooks.get_notebook(token, request.notebook_id)
+        reply = await self._notebooks.get_notebook_and_files(token, request.notebook_id)
+        notebook = reply.notebook
         known = {cell.id for cell in notebook.cells}
         unknown = [c for c in request.cell_ids if c not in known]
         if unknown:
@@ -61,6 +63,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             notebook=notebook,
             database_url=database_url,
             stale=not request.cell_ids,
+            files=FileListing.of(reply),
         )
         async for event in session.run(run):
             yield execution_pb2.RunCellsResponse(event=event)

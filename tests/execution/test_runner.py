@@ -58,6 +58,11 @@ class FakeKernel:
     async def delete_names(self, names: Sequence[str]) -> None:
         self.deleted.extend(names)
 
+    async def workdir(
+        self, request: kernel_pb2.WorkdirRequest
+    ) -> kernel_pb2.WorkdirDone:
+        return kernel_pb2.WorkdirDone(error="a fake kernel has no files")
+
     def interrupt(self) -> None: ...
 
     def kill(self) -> None: ...

@@ -395,6 +395,47 @@ subprocess.run(["sh", "-c", "(sleep {marker} &) &"], check=True)
     target.assert_still_serving()
 
 
+def test_what_a_cell_plants_in_its_working_directory_stays_there(
+    target: Target,
+) -> None:
+    """Links to /etc/passwd and to bob's stored files, a fifo, a file over
+    the cap and names the store refuses: the run ends, the services follow
+    none of it, and only the ordinary files are stored."""
+    files = target.stack.data_dir / "notebook-files"
+    bob_file = next(files.rglob("bob.csv"))
+    result = target.alice.run(
+        f"""
+import os
+os.symlink("/etc/passwd", "passwd")
+os.symlink({str(bob_file)!r}, "bob.csv")
+os.symlink({str(bob_file.parent)!r}, "bob")
+os.symlink("../../..", "up")
+os.mkfifo("pipe")
+with open("huge.bin", "wb") as file:
+    file.truncate(20 * 2**20)
+open("..twodots", "w").write("kept")
+open("back\\\\slash", "w").write("refused")
+os.makedirs("deep/" * 40, exist_ok=True)
+open("plain.txt", "w").write("kept")
+print(sorted(os.listdir(".")))
+"""
+    )
+
+    assert result.ok, result
+    assert "'huge.bin' was not saved" in result.stdout
+    assert "slash' was not saved" in result.stdout
+    assert target.alice.list_files() == ["..twodots", "plain.txt"]
+    stored = [path for path in files.rglob("*") if target.alice.id in str(path)]
+    assert not [path for path in stored if path.is_symlink()]
+    assert sorted(p.name for p in stored if p.is_file()) == ["..twodots", "plain.txt"]
+    assert bob_file.read_text() == target.bob_value
+    # The next kernel gets the stored files back and nothing else.
+    target.alice.restart()
+    listing = target.alice.run("import os\nprint(sorted(os.listdir('.')))")
+    assert listing.stdout.strip() == "['..twodots', 'plain.txt']"
+    target.assert_still_serving()
+
+
 def test_the_scratch_disk_is_capped(target: Target) -> None:
     result = target.alice.run(
         """
