@@ -13,9 +13,10 @@ import { AssistantPanel } from "./assistant.js";
 import { CellView } from "./cell.js";
 import { Code, auth, rpc, stream } from "./client.js";
 import { byId, notify, showView } from "./dom.js";
+import { FilesPanel } from "./files.js";
 import { drawGraph } from "./graph.js";
 
-const PANEL_TITLES = { assistant: "Assistant", graph: "Dependencies" };
+const PANEL_TITLES = { assistant: "Assistant", graph: "Dependencies", files: "Files" };
 
 const RECONNECT_MAX_MS = 10_000;
 
@@ -270,6 +271,10 @@ export class NotebookSession {
       this.assistant ??= new AssistantPanel(this);
       if (!this.assistant.root.isConnected) byId("panel-body").replaceChildren(this.assistant.root);
       this.assistant.input.focus();
+    } else if (this.panel === "files") {
+      this.files ??= new FilesPanel(this);
+      if (!this.files.root.isConnected) byId("panel-body").replaceChildren(this.files.root);
+      this.files.refresh();
     } else {
       byId("panel-body").replaceChildren(drawGraph(this));
     }
@@ -319,6 +324,8 @@ export class NotebookSession {
   finishRun(runId) {
     this.activeRuns.delete(runId);
     this.showKernel();
+    // Cells may have written files.
+    if (this.panel === "files") this.files?.refresh();
     for (const view of this.views.values()) {
       if (view.liveStatus === "CELL_STATUS_QUEUED") view.setLive(null);
     }
