@@ -24,7 +24,6 @@ block the kernel.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import shutil
@@ -58,8 +57,11 @@ class _Stamp(NamedTuple):
 class Workdir:
     """The working directory and the state of its files last reported."""
 
-    def __init__(self, root: str, max_file_bytes: int) -> None:
+    def __init__(
+        self, root: str, max_file_bytes: int, *, temporary: bool = False
+    ) -> None:
         self.root = root
+        self.temporary = temporary
         self._max_file_bytes = max_file_bytes
         self._known: dict[str, _Stamp] = {}
 
@@ -201,13 +203,18 @@ def report_changes(
         pass  # an unreadable file (EIO) is reported after a later cell, if ever
 
 
+def close() -> None:
+    """At the kernel's end: an unconfined kernel's directory is on the host's
+    /tmp, so it goes (a confined one goes with the kernel's tmpfs)."""
+    if _workdir is not None and _workdir.temporary:
+        shutil.rmtree(_workdir.root, ignore_errors=True)
+
+
 def _open(request: kernel_pb2.OpenWorkdir) -> Workdir:
     if request.confined:
         root = CONFINED_WORKDIR
         os.makedirs(root, mode=0o700, exist_ok=True)
     else:
         root = tempfile.mkdtemp(prefix="reflow-work-")
-        # An unconfined kernel shares the host's /tmp: leave nothing there.
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
     os.chdir(root)
-    return Workdir(root, request.max_file_bytes)
+    return Workdir(root, request.max_file_bytes, temporary=not request.confined)

@@ -69,6 +69,7 @@ from services.execution.kernel.tracebacks import (
     register_source,
     short_error,
 )
+from services.execution.kernel.workdir import close as close_workdir
 from services.execution.kernel.workdir import handle as handle_workdir
 from services.execution.kernel.workdir import report_changes
 
@@ -370,6 +371,7 @@ def serve(sock: socket.socket) -> None:
                 break
     finally:
         kernel.close()
+        close_workdir()
         _capture.close()
 
 
