@@ -335,7 +335,7 @@ def test_every_variable_compose_sets_is_one_the_service_reads(
         assert not unread, f"{name} sets variables nothing reads: {sorted(unread)}"
 
 
-def test_the_dynamodb_profile_points_the_notebook_service_at_dynamodb_local() -> None:
+def test_the_dynamodb_profile_points_the_notebook_service_at_local_aws() -> None:
     document = compose_for(DYNAMODB_ENV_VALUES)
     profile = {
         name
@@ -347,12 +347,15 @@ def test_the_dynamodb_profile_points_the_notebook_service_at_dynamodb_local() ->
     table, _ = settings_of(document, "dynamodb-table")
 
     assert DYNAMODB_ENV_VALUES["COMPOSE_PROFILES"] == "dynamodb"
-    assert profile == {"dynamodb", "dynamodb-table"}
+    assert profile == {"dynamodb", "dynamodb-table", "s3"}
     assert isinstance(notebook, NotebookSettings)
     assert isinstance(table, NotebookSettings)
     assert notebook.store == "dynamodb"
     assert notebook.dynamodb == table.dynamodb
     assert notebook.dynamodb.endpoint_url == "http://dynamodb:8000"
+    # The bucket the one-shot container creates is the one the service uses.
+    assert notebook.s3 == table.s3
+    assert notebook.s3.endpoint_url == "http://s3:5000"
 
 
 def test_without_the_profile_notebooks_are_files_on_a_volume() -> None:
@@ -362,6 +365,7 @@ def test_without_the_profile_notebooks_are_files_on_a_volume() -> None:
 
     assert isinstance(notebook, NotebookSettings)
     assert notebook.store == "local"
+    assert notebook.files_dir.as_posix() == "/data/notebook-files"
 
 
 def test_health_checks_probe_the_port_each_service_listens_on() -> None:

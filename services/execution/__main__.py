@@ -6,6 +6,7 @@ import logging
 
 from services.execution.clients import NotebookClient
 from services.execution.config import Settings
+from services.execution.files import WorkdirSync
 from services.execution.follow import ChangeFollower
 from services.execution.kernel.launcher import KernelLauncher
 from services.execution.kernel.zygote_client import SandboxUnavailable
@@ -38,7 +39,12 @@ async def main() -> None:
         notebooks = NotebookClient(channel)
         recorder = ResultRecorder(notebooks, tokens)
         follower = ChangeFollower(notebooks, tokens)
-        sessions = SessionManager(launcher, settings.kernels, recorder, follower)
+        workdirs = WorkdirSync(
+            notebooks, tokens, confined=settings.kernels.sandbox is not None
+        )
+        sessions = SessionManager(
+            launcher, settings.kernels, recorder, follower, workdirs
+        )
         server, port = build_server(
             sessions,
             notebooks,

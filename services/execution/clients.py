@@ -29,13 +29,20 @@ class NotebookClient:
 
     async def get_notebook(self, token: str, notebook_id: str) -> notebook_pb2.Notebook:
         """The notebook with its cells (NotFound for a foreign one)."""
+        return (await self.get_notebook_and_files(token, notebook_id, False)).notebook
+
+    async def get_notebook_and_files(
+        self, token: str, notebook_id: str, include_files: bool = True
+    ) -> notebook_pb2.GetNotebookResponse:
+        """The notebook with its cells, and the listing of its files."""
         async with rpc_errors_as_service_errors("notebook"):
-            reply = await self._public.GetNotebook(
-                notebook_pb2.GetNotebookRequest(notebook_id=notebook_id),
+            return await self._public.GetNotebook(
+                notebook_pb2.GetNotebookRequest(
+                    notebook_id=notebook_id, include_files=include_files
+                ),
                 metadata=bearer_metadata(token),
                 timeout=self._timeout_s,
             )
-        return reply.notebook
 
     async def record_results(
         self,
@@ -81,3 +88,48 @@ class NotebookClient:
                     yield response
         finally:
             call.cancel()
+
+    async def list_files(
+        self, token: str, notebook_id: str
+    ) -> notebook_pb2.ListFilesResponse:
+        """The notebook's files (without content) and the size limits."""
+        async with rpc_errors_as_service_errors("notebook"):
+            return await self._public.ListFiles(
+                notebook_pb2.ListFilesRequest(notebook_id=notebook_id),
+                metadata=bearer_metadata(token),
+                timeout=self._timeout_s,
+            )
+
+    async def get_file(
+        self, token: str, notebook_id: str, path: str
+    ) -> notebook_pb2.GetFileResponse:
+        """One file of the notebook, with its content."""
+        async with rpc_errors_as_service_errors("notebook"):
+            return await self._public.GetFile(
+                notebook_pb2.GetFileRequest(notebook_id=notebook_id, path=path),
+                metadata=bearer_metadata(token),
+                timeout=self._timeout_s,
+            )
+
+    async def put_file(
+        self, token: str, notebook_id: str, path: str, content: bytes
+    ) -> notebook_pb2.NotebookFile:
+        """Store a file as the notebook's; the notebook service checks it."""
+        async with rpc_errors_as_service_errors("notebook"):
+            reply = await self._public.PutFile(
+                notebook_pb2.PutFileRequest(
+                    notebook_id=notebook_id, path=path, content=content
+                ),
+                metadata=bearer_metadata(token),
+                timeout=self._timeout_s,
+            )
+        return reply.file
+
+    async def delete_file(self, token: str, notebook_id: str, path: str) -> None:
+        """Delete one file of the notebook."""
+        async with rpc_errors_as_service_errors("notebook"):
+            await self._public.DeleteFile(
+                notebook_pb2.DeleteFileRequest(notebook_id=notebook_id, path=path),
+                metadata=bearer_metadata(token),
+                timeout=self._timeout_s,
+            )

@@ -27,6 +27,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from reflow.notebook.v1 import notebook_pb2
+from services.execution.files import FileListing
 from services.execution.runs import RunRequest
 from services.shared.errors import NotFound, ServiceError
 
@@ -116,14 +117,20 @@ class ChangeFollower:
     async def _rerun(self, session: Session) -> None:
         """Queue an empty run on the notebook as it is now."""
         token = self._tokens.token_for(session.owner)
-        notebook = await self._client.get_notebook(token, session.notebook_id)
+        reply = await self._client.get_notebook_and_files(token, session.notebook_id)
+        notebook = reply.notebook
         database_url = ""
         if notebook.database_url:
             database_url = await self._client.get_database_url(
                 token, session.notebook_id
             )
         session.submit(
-            RunRequest(cells=frozenset(), notebook=notebook, database_url=database_url)
+            RunRequest(
+                cells=frozenset(),
+                notebook=notebook,
+                database_url=database_url,
+                files=FileListing.of(reply),
+            )
         )
 
 

@@ -22,6 +22,11 @@ gets SIGINT (`lifecycle.py`) and the cells after it are told they were not
 run (INTERRUPTED, nothing stored). A kernel that dies mid-cell ends the run
 the same way, the cell reporting how it died.
 
+With a notebook's files (`files.py`), the run first brings the kernel's
+working directory up to date, and each file a cell changed there is stored
+before the cell finishes; a file that could not be stored is said on the
+cell's stderr.
+
 Every result is handed to `record` (the notebook service stores it) and
 published as `cell_finished`; the session publishes `run_finished` once the
 results are stored.
@@ -33,7 +38,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from reflow.execution.v1 import kernel_pb2
+from reflow.execution.v1 import execution_pb2, kernel_pb2
 from reflow.notebook.v1 import notebook_pb2
 from services.execution import events, scheduler
 from services.execution.collect import CellCollector
@@ -51,8 +56,8 @@ from services.shared.errors import ServiceError
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
 
-    from reflow.execution.v1 import execution_pb2
     from services.execution.config import KernelSettings
+    from services.execution.files import FileListing, NotebookFiles
     from services.execution.ledger import KernelLedger
     from services.execution.lifecycle import Kernel, KernelLifecycle
     from services.execution.runs import MergedRun, RunState
@@ -91,8 +96,10 @@ class Runner:
         settings: KernelSettings,
         emit: Callable[[str, execution_pb2.ExecutionEvent], None],
         record: Callable[[CellId, notebook_pb2.CellResult], None],
+        files: NotebookFiles | None = None,
     ) -> None:
         self._lifecycle = lifecycle
+        self._files = files
         self._ledger = ledger
         self._settings = settings
         self._emit = emit
@@ -119,6 +126,7 @@ class Runner:
             dead = self._lifecycle.state
             self._emit(run.run_id, events.kernel_state(dead, str(error)))
             return Status.CELL_STATUS_ERROR
+        await self._sync_files(kernel, merged.files)
         lazy = is_lazy(notebook)
         runnable = {c for c, cell in cells.items() if cell.type in _RUNNABLE_TYPES}
         disabled = {c for c, cell in cells.items() if cell.disabled}
@@ -327,7 +335,10 @@ class Runner:
         timeout = self._lifecycle.arm_timeout(run, cell_id, lambda: self.current)
         try:
             async for event in kernel.execute(request):
-                self._forward(run, cell_id, event, collector, result)
+                if event.HasField("file_changed"):
+                    await self._store_file(run, cell_id, event.file_changed, collector)
+                else:
+                    self._forward(run, cell_id, event, collector, result)
         except KernelDied as died:
             result.status, message = self._lifecycle.death_status(run, died)
             result.error.CopyFrom(events.error("KernelDied", message))
@@ -369,6 +380,35 @@ class Runner:
             if done.HasField("duration"):
                 result.duration.CopyFrom(done.duration)
             result.output_truncated = done.output_truncated
+
+    # -- the notebook's files ------------------------------------------------
+
+    async def _sync_files(self, kernel: Kernel, listing: FileListing | None) -> None:
+        if self._files is None:
+            return
+        try:
+            await self._files.sync(kernel, listing)
+        except ServiceError as error:
+            # The run goes on: cells that need no file still work, and the
+            # next run tries again.
+            logger.warning("could not bring the kernel its files: %s", error)
+
+    async def _store_file(
+        self,
+        run: RunState,
+        cell_id: CellId,
+        change: kernel_pb2.FileChanged,
+        collector: CellCollector,
+    ) -> None:
+        if self._files is None:
+            return
+        note = await self._files.store(change)
+        if note:
+            chunk = execution_pb2.StreamChunk(
+                stream=execution_pb2.STREAM_STDERR, text=f"reflow: {note}\n"
+            )
+            collector.add_chunk(chunk)
+            self._emit(run.run_id, events.stream_chunk(cell_id, chunk))
 
     # -- results -------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from reflow.notebook.v1 import notebook_pb2
+    from services.execution.files import FileListing
     from services.shared.dataflow import CellId
 
 
@@ -28,6 +29,8 @@ class RunRequest:
     database_url: str
     # Also run every cell whose code changed since it last ran here.
     stale: bool = False
+    # The notebook's files, read with the notebook (None: not read).
+    files: FileListing | None = None
     # Set by the session when the run serving this request starts.
     run_id: str = ""
     assigned: asyncio.Event = field(default_factory=asyncio.Event)
@@ -41,6 +44,7 @@ class MergedRun:
     notebook: notebook_pb2.Notebook
     database_url: str
     run_all_stale: bool
+    files: FileListing | None = None
 
 
 def merge(requests: list[RunRequest]) -> MergedRun:
@@ -52,6 +56,8 @@ def merge(requests: list[RunRequest]) -> MergedRun:
         notebook=newest.notebook,
         database_url=newest.database_url,
         run_all_stale=any(r.stale for r in requests),
+        # The latest request read the files last.
+        files=next((r.files for r in reversed(requests) if r.files), None),
     )
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
 from services.execution import introspection
 from services.execution.errors import KernelNotFound
+from services.execution.files import FileListing
 from services.execution.runs import RunRequest
 from services.shared.auth import current_token, current_user
 from services.shared.dataflow import CellId
@@ -50,7 +51,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             check.identifier(f"cell_ids[{index}]", cell_id)
         check.not_negative("min_revision", request.min_revision)
         check.raise_if_any()
-        notebook, database_url = await self._notebook_to_run(request)
+        notebook, database_url, files = await self._notebook_to_run(request)
         known = {cell.id for cell in notebook.cells}
         unknown = [c for c in request.cell_ids if c not in known]
         if unknown:
@@ -64,14 +65,16 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             notebook=notebook,
             database_url=database_url,
             stale=not request.cell_ids,
+            files=files,
         )
         async for event in session.run(run):
             yield execution_pb2.RunCellsResponse(event=event)
 
     async def _notebook_to_run(
         self, request: execution_pb2.RunCellsRequest
-    ) -> tuple[notebook_pb2.Notebook, str]:
-        """The notebook (as new as the caller has seen) and its database URL.
+    ) -> tuple[notebook_pb2.Notebook, str, FileListing | None]:
+        """The notebook (as new as the caller has seen), its database URL and
+        its files (None from the copy: the run lists them).
 
         From the session's followed copy when the caller named a revision
         and the copy has reached it; otherwise read from the notebook
@@ -89,12 +92,13 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             )
             # A cell the copy lacks: the caller's revision was too old; read.
             if copy is not None and _has_cells(copy.notebook, request.cell_ids):
-                return copy.notebook, copy.database_url
-        notebook = await self._notebooks.get_notebook(token, notebook_id)
+                return copy.notebook, copy.database_url, None
+        reply = await self._notebooks.get_notebook_and_files(token, notebook_id)
+        notebook = reply.notebook
         database_url = ""
         if notebook.database_url:
             database_url = await self._notebooks.get_database_url(token, notebook_id)
-        return notebook, database_url
+        return notebook, database_url, FileListing.of(reply)
 
     async def WatchExecution(
         self, request: execution_pb2.WatchExecutionRequest, context: Context

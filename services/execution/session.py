@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
     from services.execution.config import KernelSettings
+    from services.execution.files import NotebookFiles
     from services.execution.lifecycle import Kernel
     from services.execution.recorder import ResultRecorder
     from services.shared.fanout import EventHub
@@ -64,6 +65,7 @@ class Session:
         settings: KernelSettings,
         recorder: ResultRecorder,
         hub: EventHub[ExecutionEvent],
+        files: NotebookFiles | None = None,
     ) -> None:
         self.notebook_id = notebook_id
         self.owner = owner
@@ -72,7 +74,7 @@ class Session:
         self._ledger = KernelLedger()
         self.lifecycle = KernelLifecycle(spawn, settings, self._ledger, self._emit)
         self._runner = Runner(
-            self.lifecycle, self._ledger, settings, self._emit, self._record
+            self.lifecycle, self._ledger, settings, self._emit, self._record, files
         )
         self._queue: list[RunRequest] = []
         self._task: asyncio.Task[None] | None = None

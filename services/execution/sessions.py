@@ -16,6 +16,7 @@ from services.shared.fanout import EventHub
 if TYPE_CHECKING:
     from reflow.execution.v1 import execution_pb2
     from services.execution.config import KernelSettings
+    from services.execution.files import WorkdirSync
     from services.execution.follow import ChangeFollower
     from services.execution.kernel.launcher import KernelLauncher
     from services.execution.kernel.process import KernelProcess
@@ -33,8 +34,10 @@ class SessionManager:
         settings: KernelSettings,
         recorder: ResultRecorder,
         follower: ChangeFollower | None = None,
+        workdirs: WorkdirSync | None = None,
     ) -> None:
         self._launcher = launcher
+        self._workdirs = workdirs
         self._follower = follower
         self._settings = settings
         self._recorder = recorder
@@ -63,6 +66,9 @@ class SessionManager:
                 self._settings,
                 self._recorder,
                 self._hub,
+                self._workdirs.for_notebook(owner, notebook_id)
+                if self._workdirs
+                else None,
             )
             self._sessions[notebook_id] = session
         if self._reaper is None:

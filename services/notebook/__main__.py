@@ -7,7 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from services.notebook.config import Settings
-from services.notebook.files.local import LocalFileStore
+from services.notebook.files import open_file_store
 from services.notebook.manager import NotebookManager
 from services.notebook.server import build_server
 from services.notebook.store import open_store
@@ -32,9 +32,12 @@ async def main() -> None:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="store")
     )
-    async with open_store(
-        settings.store, settings.data_dir, settings.dynamodb
-    ) as store:
+    async with (
+        open_store(settings.store, settings.data_dir, settings.dynamodb) as store,
+        open_file_store(
+            settings.store, settings.files_dir, settings.s3, settings.files
+        ) as files,
+    ):
         manager = NotebookManager(store)
         verifier = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
         server, port = build_server(
@@ -42,7 +45,7 @@ async def main() -> None:
             listen_address(settings.listen_host, settings.port),
             verifier,
             settings.max_code_bytes,
-            LocalFileStore(settings.files_dir, settings.files),
+            files,
         )
         logger.info(
             "notebook service listening on port %d (store: %s)", port, settings.store

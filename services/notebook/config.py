@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from services.notebook.files import FileLimits
+from services.notebook.files import DEFAULT_S3_BUCKET, FileLimits, S3Settings
 from services.notebook.store import (
     DEFAULT_DYNAMODB_REGION,
     DEFAULT_DYNAMODB_TABLE,
@@ -47,6 +47,8 @@ class Settings:
     # own directory unless NOTEBOOK_FILES_DIR says otherwise.
     files_dir: Path
     files: FileLimits
+    # With the DynamoDB store, files are objects of this S3 bucket instead.
+    s3: S3Settings
     log_level: str
     log_format: str
     auth: InternalAuthSettings
@@ -82,6 +84,13 @@ class Settings:
                 max_user_bytes=read.integer(
                     "MAX_USER_FILE_BYTES", 256 * 1024 * 1024, minimum=1
                 ),
+            ),
+            s3=S3Settings(
+                bucket=read.text("S3_BUCKET", DEFAULT_S3_BUCKET),
+                region=read.text(
+                    "S3_REGION", shared.text("AWS_REGION", DEFAULT_DYNAMODB_REGION)
+                ),
+                endpoint_url=read.optional_text("S3_ENDPOINT_URL"),
             ),
             log_level=read.text("LOG_LEVEL", "INFO"),
             log_format=shared.choice("LOG_FORMAT", ("text", "json"), "text"),

@@ -161,6 +161,7 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
             files=[convert.file_to_proto(f) for f in files],
             used_bytes=await self._files.used_bytes(owner),
             quota_bytes=self._files.limits.max_user_bytes,
+            max_file_bytes=self._files.limits.max_file_bytes,
         )
 
     async def GetFile(
@@ -226,10 +227,16 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
         check = Violations()
         notebook_id = _notebook_id(check, request.notebook_id)
         check.raise_if_any()
-        snapshot = await self._manager.get_notebook(current_user(), notebook_id)
-        return notebook_pb2.GetNotebookResponse(
+        owner = current_user()
+        snapshot = await self._manager.get_notebook(owner, notebook_id)
+        reply = notebook_pb2.GetNotebookResponse(
             notebook=convert.snapshot_to_proto(snapshot)
         )
+        if request.include_files:
+            files = await self._files.listing(owner, notebook_id)
+            reply.files.extend(convert.file_to_proto(f) for f in files)
+            reply.max_file_bytes = self._files.limits.max_file_bytes
+        return reply
 
     async def RenameNotebook(
         self, request: notebook_pb2.RenameNotebookRequest, context: Context

@@ -15,6 +15,7 @@ from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.execution.clients import NotebookClient
 from services.execution.config import KernelSettings
+from services.execution.files import WorkdirSync
 from services.execution.follow import ChangeFollower
 from services.execution.recorder import ResultRecorder
 from services.execution.server import build_server as build_execution
@@ -125,12 +126,25 @@ def finished(
 
 
 def stdout_of(events: list[execution_pb2.ExecutionEvent], cell_id: str) -> str:
+    return stream_of(events, cell_id, execution_pb2.STREAM_STDOUT)
+
+
+def stderr_of(events: list[execution_pb2.ExecutionEvent], cell_id: str) -> str:
+    return stream_of(events, cell_id, execution_pb2.STREAM_STDERR)
+
+
+def stream_of(
+    events: list[execution_pb2.ExecutionEvent],
+    cell_id: str,
+    stream: execution_pb2.Stream.ValueType,
+) -> str:
+    """What the cell printed on one stream during the run."""
     return "".join(
         e.stream_chunk.text
         for e in events
         if e.cell_id == cell_id
         and e.HasField("stream_chunk")
-        and e.stream_chunk.stream == execution_pb2.STREAM_STDOUT
+        and e.stream_chunk.stream == stream
     )
 
 
@@ -163,7 +177,10 @@ async def stack(
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{notebook_port}")
     recorder = ResultRecorder(NotebookClient(channel), tokens)
     follower = ChangeFollower(NotebookClient(channel), tokens)
-    sessions = SessionManager(launcher, kernel_settings, recorder, follower)
+    workdirs = WorkdirSync(
+        NotebookClient(channel), tokens, confined=kernel_settings.sandbox is not None
+    )
+    sessions = SessionManager(launcher, kernel_settings, recorder, follower, workdirs)
     execution_server, execution_port = build_execution(
         sessions, NotebookClient(channel), "127.0.0.1:0", tokens
     )

@@ -412,3 +412,40 @@ async def test_closing_the_launcher_leaves_no_processes() -> None:
         await running
     await busy.aclose()
     assert not any(is_running(pid) for pid in pids if pid is not None)
+
+
+async def test_an_unconfined_kernel_gets_a_private_working_directory(
+    launcher: KernelLauncher,
+) -> None:
+    kernel = await launcher.spawn()
+    try:
+        opened = await kernel.workdir(
+            kernel_pb2.WorkdirRequest(
+                open=kernel_pb2.OpenWorkdir(confined=False, max_file_bytes=100)
+            )
+        )
+        written = await kernel.workdir(
+            kernel_pb2.WorkdirRequest(
+                write=kernel_pb2.WriteWorkdirFile(path="in/a.txt", content=b"hello")
+            )
+        )
+        events = await run(
+            kernel,
+            "import os\nprint(os.getcwd())\nprint(open('in/a.txt').read())\n"
+            "open('out.txt', 'w').write('x')",
+        )
+        quiet = await run(kernel, "y = 1")
+    finally:
+        # Asked to stop, not killed: the kernel tidies up on its way out.
+        await kernel.shutdown(TIMEOUT_S)
+
+    assert (opened.error, written.error) == ("", "")
+    printed = "".join(e.stream_chunk.text for e in events if e.HasField("stream_chunk"))
+    directory, content = printed.splitlines()
+    assert Path(directory).name.startswith("reflow-work-")
+    assert content == "hello"
+    changed = [e.file_changed for e in events if e.HasField("file_changed")]
+    assert [(c.path, c.content) for c in changed] == [("out.txt", b"x")]
+    assert not [e for e in quiet if e.HasField("file_changed")]
+    # The kernel's directory on the host's /tmp went with it.
+    assert not await asyncio.to_thread(Path(directory).exists)

@@ -62,6 +62,11 @@ class FakeKernel:
         failed = kernel_pb2.QueryFailed(message="a fake kernel knows nothing")
         return kernel_pb2.KernelEvent(query_failed=failed)
 
+    async def workdir(
+        self, request: kernel_pb2.WorkdirRequest
+    ) -> kernel_pb2.WorkdirDone:
+        return kernel_pb2.WorkdirDone(error="a fake kernel has no files")
+
     def interrupt(self) -> None: ...
 
     def kill(self) -> None: ...

@@ -3,11 +3,14 @@ Jupyter notebook does that reactive rules forbid or Reflow spells otherwise.
 
 Each notebook is a list of (kind, source) with kind "code" or "markdown".
 Some cells fail on purpose, in Jupyter as in Reflow, so that the comparison
-of which cells succeed has failures to agree on.
+of which cells succeed has failures to agree on. A notebook that reads data
+files has them in `DATA_FILES`: they sit next to it (its current directory)
+top to bottom, and go along with it on import.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Final
 
 import nbformat
@@ -107,6 +110,37 @@ IMPORTS: Final[Notebook] = [
     ("code", "print(a, b, c.tolist(), d)"),
 ]
 
+DATA: Final[Notebook] = [
+    ("markdown", "# Trips\nA CSV and a SQLite database beside the notebook."),
+    ("code", "import pandas as pd\nbikes = pd.read_csv('data/bikes.csv')"),
+    ("code", "bikes = bikes[bikes.km > 1]\nbikes.km.sum()"),
+    ("code", "import sqlite3\ncon = sqlite3.connect('data/trips.db')"),
+    ("code", "rows = con.execute('SELECT SUM(km) FROM trips').fetchall()\nrows"),
+    ("code", "trips = pd.read_sql('SELECT * FROM trips', con)\ntrips.km.max()"),
+    (
+        "code",
+        "import os\nos.makedirs('out', exist_ok=True)\nbikes.to_csv('out/long.csv')",
+    ),
+    ("code", "print(open('out/long.csv').read())"),
+    ("code", "pd.read_csv('data/missing.csv')"),
+]
+
+
+def _trips_database() -> bytes:
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE trips (id INTEGER, km REAL)")
+    con.executemany("INSERT INTO trips VALUES (?, ?)", [(1, 2.5), (2, 4.0)])
+    con.commit()
+    return con.serialize()
+
+
+DATA_FILES: Final[dict[str, dict[str, bytes]]] = {
+    "data_files": {
+        "data/bikes.csv": b"id,km\n1,0.5\n2,3.0\n3,7.25\n",
+        "data/trips.db": _trips_database(),
+    },
+}
+
 CORPUS: Final[dict[str, Notebook]] = {
     "redefinitions": REDEFINITIONS,
     "self_rebinding": SELF_REBINDING,
@@ -116,6 +150,7 @@ CORPUS: Final[dict[str, Notebook]] = {
     "markdown_and_errors": MARKDOWN_AND_ERRORS,
     "sql": SQL,
     "imports": IMPORTS,
+    "data_files": DATA,
 }
 
 

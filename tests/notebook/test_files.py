@@ -5,6 +5,7 @@ and a full quota are refused with nothing stored."""
 from __future__ import annotations
 
 import os
+import uuid
 from typing import TYPE_CHECKING
 
 import grpc
@@ -12,9 +13,10 @@ import pytest
 
 from reflow.notebook.v1 import notebook_pb2
 from services.notebook.errors import FileNotFound
-from services.notebook.files import FileLimits
+from services.notebook.files import FileLimits, S3Settings
 from services.notebook.files.local import LocalFileStore
 from services.notebook.files.memory import MemoryFileStore
+from services.notebook.files.s3 import S3FileStore, create_bucket, open_s3_client
 from services.notebook.manager import NotebookManager
 from services.notebook.models import NotebookId
 from services.notebook.server import build_server
@@ -34,11 +36,24 @@ pb = notebook_pb2
 LIMITS = FileLimits(max_file_bytes=100, max_user_bytes=150)
 
 
-@pytest.fixture(params=["memory", "local"])
-def files(request: pytest.FixtureRequest, tmp_path: Path) -> FileStore:
+@pytest.fixture(params=["memory", "local", "s3"])
+async def files(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[FileStore]:
     if request.param == "local":
-        return LocalFileStore(tmp_path / "files", LIMITS)
-    return MemoryFileStore(LIMITS)
+        yield LocalFileStore(tmp_path / "files", LIMITS)
+    elif request.param == "s3":
+        # A bucket of its own on the session's moto server, which serves S3
+        # as well as DynamoDB.
+        endpoint = request.getfixturevalue("dynamodb_endpoint")
+        settings = S3Settings(
+            bucket=f"files-{uuid.uuid4().hex[:12]}", endpoint_url=endpoint
+        )
+        async with open_s3_client(settings) as client:
+            await create_bucket(client, settings.bucket)
+            yield S3FileStore(client, settings.bucket, LIMITS)
+    else:
+        yield MemoryFileStore(LIMITS)
 
 
 @pytest.fixture

@@ -110,6 +110,15 @@ class Notebook:
             timeout=30,
         )
 
+    def list_files(self) -> list[str]:
+        """The paths ListFiles shows for the notebook."""
+        reply = self.notebooks.ListFiles(
+            notebook_pb2.ListFilesRequest(notebook_id=self.id),
+            metadata=self._metadata,
+            timeout=30,
+        )
+        return [file.path for file in reply.files]
+
     def kernel_pid(self) -> int:
         """The pid the execution service reports for this notebook's kernel."""
         reply = self.execution.GetKernel(

@@ -355,27 +355,6 @@ def test_the_dependency_view_draws_the_graph(signed_in: SignedIn, api: Api) -> N
     screenshot(page, "dependencies")
 
 
-def test_the_notebook_exports_as_a_script_and_as_html(
-    signed_in: SignedIn, api: Api
-) -> None:
-    notebook_id = api.notebook("x = 20", "print(x + 1)")
-    api.run_all(notebook_id)
-    page = signed_in(api.user).open(notebook_id)
-    expect(page.locator("pre.stdout")).to_have_text("21\n")
-
-    with page.expect_download() as script:
-        page.click("#export-py")
-    with page.expect_download() as html:
-        page.click("#export-html")
-
-    assert script.value.suggested_filename == "Browser.py"
-    python = script.value.path().read_text()
-    assert "# %% cell 1\nx = 20\n\n# %% cell 2\nprint(x + 1)\n" in python
-    exported = html.value.path().read_text()
-    assert '<pre class="code">print(x + 1)</pre>' in exported
-    assert '<pre class="stdout">21\n</pre>' in exported
-
-
 def test_a_dataframe_pages_and_sorts_with_its_row_numbers(
     signed_in: SignedIn, api: Api
 ) -> None:

@@ -14,9 +14,9 @@
 
 import { Code, auth, rpc, storeToken } from "./client.js";
 import { byId, h, notify, showView } from "./dom.js";
-import { exportHtml, exportPython } from "./export.js";
 import { app, closeNotebook, openNotebook } from "./notebook.js";
 import { setupTheme } from "./theme.js";
+import { exportNotebook, wireImport } from "./transfer.js";
 
 // -- routing: #notebook=ID, or the list; #token=... signs in ------------------
 
@@ -169,8 +169,12 @@ function wire() {
     button.addEventListener("click", () => app.notebook?.togglePanel(button.dataset.panel));
   }
   byId("panel-close").addEventListener("click", () => app.notebook?.togglePanel(null));
-  byId("export-py").addEventListener("click", () => app.notebook && exportPython(app.notebook, byId("nb-name").value));
-  byId("export-html").addEventListener("click", () => app.notebook && exportHtml(app.notebook, byId("nb-name").value));
+  const exportFormat = byId("export-format");
+  exportFormat.addEventListener("change", () => {
+    if (app.notebook && exportFormat.value) exportNotebook(app.notebook, exportFormat.value);
+    exportFormat.value = "";
+  });
+  wireImport();
   for (const button of document.querySelectorAll("[data-add]")) {
     button.addEventListener("click", () => app.notebook?.addCellOfType(button.dataset.add));
   }

@@ -13,10 +13,11 @@ import { AssistantPanel } from "./assistant.js";
 import { CellView } from "./cell.js";
 import { Code, auth, rpc, stream } from "./client.js";
 import { byId, notify, showView } from "./dom.js";
+import { FilesPanel } from "./files.js";
 import { drawGraph } from "./graph.js";
 import { VariablesPanel } from "./variables.js";
 
-const PANEL_TITLES = { assistant: "Assistant", graph: "Dependencies", variables: "Variables" };
+const PANEL_TITLES = { assistant: "Assistant", graph: "Dependencies", variables: "Variables", files: "Files" };
 
 const RECONNECT_MAX_MS = 10_000;
 
@@ -289,6 +290,10 @@ export class NotebookSession {
       this.variables ??= new VariablesPanel(this);
       byId("panel-body").replaceChildren(this.variables.root);
       this.variables.refresh();
+    } else if (this.panel === "files") {
+      this.files ??= new FilesPanel(this);
+      if (!this.files.root.isConnected) byId("panel-body").replaceChildren(this.files.root);
+      this.files.refresh();
     } else {
       byId("panel-body").replaceChildren(drawGraph(this));
     }
@@ -339,6 +344,8 @@ export class NotebookSession {
     this.activeRuns.delete(runId);
     this.showKernel();
     if (this.panel === "variables") this.variables?.refresh();
+    // Cells may have written files.
+    if (this.panel === "files") this.files?.refresh();
     for (const view of this.views.values()) {
       if (view.liveStatus === "CELL_STATUS_QUEUED") view.setLive(null);
     }

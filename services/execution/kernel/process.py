@@ -158,7 +158,11 @@ class KernelProcess:
                     self._unanswered -= 1
                     yield event
                     return
-                if kind in ("stream_chunk", "output") and event.cell_id in (
+                if kind in (
+                    "stream_chunk",
+                    "output",
+                    "file_changed",
+                ) and event.cell_id in (
                     "",
                     request.cell_id,
                 ):
@@ -220,6 +224,21 @@ class KernelProcess:
                         self._unanswered -= 1
         finally:
             self._lock.release()
+
+    async def workdir(
+        self, request: kernel_pb2.WorkdirRequest
+    ) -> kernel_pb2.WorkdirDone:
+        """Open, fill or change the kernel's working directory (`workdir.py`)."""
+        async with self._lock:
+            await self._drain_unanswered()
+            await self._send(kernel_pb2.KernelRequest(workdir=request))
+            self._unanswered += 1
+            while (event := await self._read_event()).WhichOneof(
+                "event"
+            ) != "workdir_done":
+                pass
+            self._unanswered -= 1
+            return event.workdir_done
 
     def interrupt(self) -> None:
         """Send SIGINT to the kernel's process group."""
@@ -307,7 +326,7 @@ class KernelProcess:
         # Events of a request whose caller stopped listening: read past them.
         while self._unanswered:
             kind = (await self._read_event()).WhichOneof("event")
-            if kind in ("done", "names_deleted"):
+            if kind in ("done", "names_deleted", "workdir_done"):
                 self._unanswered -= 1
 
     async def _send(self, request: kernel_pb2.KernelRequest) -> None:

@@ -15,6 +15,10 @@ requests off the socket, so that introspection queries (`introspection.py`,
 * `delete_names` deletes names from the namespace and answers
   `names_deleted`; a name ending in `*` deletes every name with that prefix
   (a cell's renamed private names, `private.py`).
+* `workdir` opens the working directory or writes or removes one of the
+  notebook's files there, answering `workdir_done` (`workdir.py`); once it
+  is open, each cell's `done` is preceded by a `file_changed` event per
+  file the cell added, changed or deleted there.
 
 The kernel is dumb on purpose: one namespace (a fresh `__main__` module), no
 knowledge of the dependency graph. The service decides what runs and passes
@@ -70,6 +74,9 @@ from services.execution.kernel.tracebacks import (
     register_source,
     short_error,
 )
+from services.execution.kernel.workdir import close as close_workdir
+from services.execution.kernel.workdir import handle as handle_workdir
+from services.execution.kernel.workdir import report_changes
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -211,6 +218,7 @@ class Kernel:
             self._cell_id = None
             _close_figures()
         done.output_truncated = self._capture.end_cell()
+        report_changes(request.cell_id, self._channel.send)
         done.duration.FromNanoseconds(time.monotonic_ns() - started)
         self._channel.send(kernel_pb2.KernelEvent(cell_id=request.cell_id, done=done))
 
@@ -400,10 +408,13 @@ def serve(sock: socket.socket) -> None:
                 channel.send(
                     kernel_pb2.KernelEvent(names_deleted=kernel_pb2.NamesDeleted())
                 )
+            elif kind == "workdir":
+                channel.send(handle_workdir(request.workdir))
             elif kind == "shutdown":
                 break
     finally:
         kernel.close()
+        close_workdir()
         _capture.close()
 
 

@@ -5,18 +5,25 @@ relative to it, `/`-separated, and checked before any file system call
 (`paths.py`) so that no path names anything outside. Sizes are capped per
 file and per user (all files of all the user's notebooks), and a write that
 would pass a cap is refused before anything is stored.
+
+Stores: `local.py` (a directory; the default), `memory.py` (tests), and
+`s3.py` (an S3 bucket, with the DynamoDB notebook store, so that replicas
+share the files); `open_file_store` picks the one that goes with the
+notebook store. The same test suite runs on all three.
 """
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from services.notebook.errors import FileQuotaExceeded, FileTooLarge
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
     from datetime import datetime
+    from pathlib import Path
 
     from services.notebook.models import NotebookId
 
@@ -28,6 +35,19 @@ class StoredFile:
     path: str
     size_bytes: int
     update_time: datetime
+
+
+DEFAULT_S3_BUCKET: Final = "reflow-notebook-files"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where files go with the DynamoDB store: NOTEBOOK_S3_* (the endpoint
+    of a local S3, such as moto's, or none for AWS)."""
+
+    bucket: str = DEFAULT_S3_BUCKET
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,15 +92,38 @@ class FileStore(Protocol):
         ...
 
 
+def check_size(limits: FileLimits, path: str, content: bytes) -> None:
+    """Raise FileTooLarge if `content` is more than one file may hold."""
+    if len(content) > limits.max_file_bytes:
+        raise FileTooLarge(path, len(content), limits.max_file_bytes)
+
+
 async def check_room(
     store: FileStore, owner: str, files: Sequence[tuple[str, bytes]]
 ) -> None:
     """Raise FileTooLarge or FileQuotaExceeded unless all `files` (new
     ones: an import's) fit, before any is stored."""
     for path, content in files:
-        if len(content) > store.limits.max_file_bytes:
-            raise FileTooLarge(path, len(content), store.limits.max_file_bytes)
+        check_size(store.limits, path, content)
     adding = sum(len(content) for _, content in files)
     used = await store.used_bytes(owner)
     if files and used + adding > store.limits.max_user_bytes:
         raise FileQuotaExceeded(used, adding, store.limits.max_user_bytes)
+
+
+@asynccontextmanager
+async def open_file_store(
+    store_kind: str, files_dir: Path, s3: S3Settings, limits: FileLimits
+) -> AsyncIterator[FileStore]:
+    """The file store that goes with the notebook store: S3 with DynamoDB
+    (replicas share it), a local directory otherwise."""
+    # Imported when chosen: aioboto3 takes a noticeable time to import.
+    if store_kind == "dynamodb":
+        from services.notebook.files.s3 import open_s3_file_store
+
+        async with open_s3_file_store(s3, limits) as store:
+            yield store
+    else:
+        from services.notebook.files.local import LocalFileStore
+
+        yield LocalFileStore(files_dir, limits)

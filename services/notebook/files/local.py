@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from services.notebook.errors import FileNotFound, FileQuotaExceeded, FileTooLarge
-from services.notebook.files import FileLimits, StoredFile
+from services.notebook.errors import FileNotFound, FileQuotaExceeded
+from services.notebook.files import FileLimits, StoredFile, check_size
 from services.shared.files import write_atomically
 
 if TYPE_CHECKING:
@@ -41,8 +41,7 @@ class LocalFileStore:
     async def put(
         self, owner: str, notebook_id: NotebookId, path: str, content: bytes
     ) -> StoredFile:
-        if len(content) > self.limits.max_file_bytes:
-            raise FileTooLarge(path, len(content), self.limits.max_file_bytes)
+        check_size(self.limits, path, content)
         async with self._locks.setdefault(owner, asyncio.Lock()):
             return await asyncio.to_thread(self._put, owner, notebook_id, path, content)
 

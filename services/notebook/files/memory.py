@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from services.notebook.errors import FileNotFound, FileQuotaExceeded, FileTooLarge
-from services.notebook.files import FileLimits, StoredFile
+from services.notebook.errors import FileNotFound, FileQuotaExceeded
+from services.notebook.files import FileLimits, StoredFile, check_size
 
 if TYPE_CHECKING:
     from services.notebook.models import NotebookId
@@ -26,8 +26,7 @@ class MemoryFileStore:
     async def put(
         self, owner: str, notebook_id: NotebookId, path: str, content: bytes
     ) -> StoredFile:
-        if len(content) > self.limits.max_file_bytes:
-            raise FileTooLarge(path, len(content), self.limits.max_file_bytes)
+        check_size(self.limits, path, content)
         key = (owner, notebook_id, path)
         replaced = self._files[key][0].size_bytes if key in self._files else 0
         used = await self.used_bytes(owner)

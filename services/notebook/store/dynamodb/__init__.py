@@ -97,6 +97,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DynamoDBStore",
+    "aws_session",
     "create_table",
     "open_dynamodb_client",
     "open_dynamodb_store",
@@ -110,7 +111,7 @@ async def open_dynamodb_client(
     settings: DynamoDBSettings,
 ) -> AsyncIterator[DynamoDBClient]:
     """A DynamoDB client for settings' region and endpoint, for the block."""
-    async with _session().client(
+    async with aws_session().client(
         "dynamodb",
         region_name=settings.region,
         endpoint_url=settings.endpoint_url,
@@ -120,7 +121,7 @@ async def open_dynamodb_client(
 
 
 @functools.cache
-def _session() -> aioboto3.Session:
+def aws_session() -> aioboto3.Session:
     # One per process, made on first use rather than at import: a Session
     # holds the SDK's parsed service models and endpoint data (about 0.15 s
     # to load), and a client made from a loaded one takes milliseconds.
