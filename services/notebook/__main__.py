@@ -13,6 +13,7 @@ from services.shared import logs
 from services.shared.auth import InternalTokens
 from services.shared.config import listen_address, run_service
 from services.shared.grpc_server import serve
+from services.shared.observability import start_observability
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 async def main() -> None:
     settings = Settings.from_env()
     logs.configure("notebook", settings.log_level, settings.log_format)
+    start_observability("notebook", settings.listen_host, settings.metrics_port)
     async with open_store(
         settings.store, settings.data_dir, settings.dynamodb
     ) as store:

@@ -74,6 +74,8 @@ class EnvoyOptions:
     descriptor: str = "protos/reflow.binpb"
     # Exact origins; "*" allows any origin.
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
+    # Where Prometheus scrapes Envoy's own stats (GET /stats/prometheus).
+    metrics: Address = Address("127.0.0.1", 9401)
 
 
 def render(options: EnvoyOptions) -> str:
@@ -90,6 +92,8 @@ def render(options: EnvoyOptions) -> str:
         "descriptor": json.dumps(options.descriptor),
         "services": json.dumps(list(PUBLIC_SERVICES)),
         "allowed_origins": _origin_matchers(options.allowed_origins),
+        "metrics_host": _checked_host(options.metrics.host),
+        "metrics_port": _checked_port(options.metrics.port),
     }
     return string.Template(TEMPLATE.read_text()).substitute(values)
 
@@ -117,7 +121,8 @@ def parse_origins(text: str) -> tuple[str, ...]:
 def _describe(options: EnvoyOptions) -> str:
     return (
         f"listen {options.listen}, admin {options.admin}, "
-        f"gateway gRPC {options.gateway_grpc}, gateway HTTP {options.gateway_http}"
+        f"gateway gRPC {options.gateway_grpc}, gateway HTTP {options.gateway_http}, "
+        f"metrics {options.metrics}"
     )
 
 
@@ -167,6 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--descriptor", default=defaults.descriptor)
     parser.add_argument(
+        "--metrics",
+        type=Address.parse,
+        default=defaults.metrics,
+        help="where GET /stats/prometheus is served",
+    )
+    parser.add_argument(
         "--allowed-origins",
         type=parse_origins,
         default=defaults.allowed_origins,
@@ -180,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateway_http=args.gateway_http,
         descriptor=args.descriptor,
         allowed_origins=args.allowed_origins,
+        metrics=args.metrics,
     )
     text = render(options)
     if args.output is None:

@@ -78,6 +78,7 @@ def envoy_options(settings: StackSettings) -> EnvoyOptions:
         gateway_http=Address(LOOPBACK, ports.gateway_http),
         descriptor=str(DESCRIPTOR),
         allowed_origins=settings.allowed_origins,
+        metrics=Address(LOOPBACK, ports.metrics.envoy),
     )
 
 
