@@ -36,6 +36,7 @@ import os
 import random
 import re
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -80,6 +81,31 @@ def exporter_names(env: Mapping[str, str] = os.environ) -> list[str]:
             return []
         return [name.strip() for name in names.split(",") if name.strip()]
     return ["otlp"] if any(env.get(name) for name in ENDPOINT_VARIABLES) else []
+
+
+def otlp_grpc_collector(env: Mapping[str, str] = os.environ) -> tuple[str, int] | None:
+    """Host and port of the plaintext OTLP/gRPC collector spans go to, if any.
+
+    For a proxy that exports spans of its own (Envoy, in ``make run``) to
+    where the services send theirs. None when nothing is exported, when the
+    protocol is OTLP over HTTP, or when the endpoint is https (the proxy
+    would need TLS settings of its own).
+    """
+    if "otlp" not in exporter_names(env) and "otlp_proto_grpc" not in exporter_names(
+        env
+    ):
+        return None
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    )
+    endpoint = urlsplit(
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or "http://localhost:4317"
+    )
+    if protocol.strip() != "grpc" or endpoint.scheme != "http" or not endpoint.hostname:
+        return None
+    return endpoint.hostname, endpoint.port or 4317
 
 
 def configure(service: str, env: Mapping[str, str] = os.environ) -> bool:

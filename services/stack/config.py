@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from services.shared.config import ConfigError, EnvReader
+from services.shared.tracing import otlp_grpc_collector
 from services.stack.envoy_config import DEFAULT_ORIGINS, parse_origins
 
 if TYPE_CHECKING:
@@ -84,6 +85,9 @@ class StackSettings:
     stop_timeout_s: float
     envoy_log_level: str
     dev_user: str
+    # The OTLP/gRPC collector the services export spans to (OTEL_*), which
+    # Envoy then exports its own to; None when spans are not exported.
+    otlp_collector: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StackSettings:
@@ -123,6 +127,7 @@ class StackSettings:
                 "warning",
             ),
             dev_user=read.text("DEV_USER", "dev-user"),
+            otlp_collector=otlp_grpc_collector(env),
         )
 
     @property

@@ -79,6 +79,9 @@ def envoy_options(settings: StackSettings) -> EnvoyOptions:
         descriptor=str(DESCRIPTOR),
         allowed_origins=settings.allowed_origins,
         metrics=Address(LOOPBACK, ports.metrics.envoy),
+        otlp_collector=(
+            Address(*settings.otlp_collector) if settings.otlp_collector else None
+        ),
     )
 
 

@@ -53,3 +53,24 @@ async def test_a_call_without_a_traceparent_gets_fresh_ids_to_pass_on() -> None:
     first_id, second_id = (h["traceparent"].split("-")[1] for h in (first, second))
     assert len(first_id) == 32
     assert first_id != second_id
+
+
+def test_the_otlp_grpc_collector_is_where_the_services_send_spans() -> None:
+    exporting = {"OTEL_TRACES_EXPORTER": "otlp"}
+
+    assert tracing.otlp_grpc_collector(exporting) == ("localhost", 4317)
+    assert tracing.otlp_grpc_collector(
+        {**exporting, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:14317"}
+    ) == ("collector", 14317)
+
+
+def test_no_collector_for_a_proxy_without_export_or_over_http_or_tls() -> None:
+    http = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+    tls = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4317"}
+
+    assert tracing.otlp_grpc_collector({}) is None
+    assert tracing.otlp_grpc_collector(http) is None
+    assert tracing.otlp_grpc_collector(tls) is None

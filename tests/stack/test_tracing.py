@@ -1,10 +1,11 @@
 """Tracing across processes: one RunCells, one trace id, from Envoy to the notebook.
 
 The stack runs with span export on (the standard ``OTEL_*`` variables) to an
-OTLP receiver in this test (``otlp_receiver.py``). The client sends a W3C
-``traceparent`` through the real Envoy; the gateway, the execution service
-and the notebook service (which the execution service calls) must each
-export spans of that very trace.
+OTLP receiver in this test (``otlp_receiver.py``); ``make run`` then has
+Envoy export its spans there too. The client sends a W3C ``traceparent``
+through the real Envoy; Envoy, the gateway, the execution service and the
+notebook service (which the execution service calls) must each export spans
+of that very trace, each hop the parent of the next.
 """
 
 from __future__ import annotations
@@ -28,11 +29,21 @@ START_TIMEOUT_S: Final = 90.0
 SPANS_TIMEOUT_S: Final = 60.0
 TRACE_ID: Final = "5b8efff798038103d269b633813fc60c"
 CLIENT_SPAN_ID: Final = "eee19b7ec3c1b174"
-TRACED: Final = {"reflow-gateway", "reflow-execution", "reflow-notebook"}
+TRACED: Final = {
+    "reflow-envoy",
+    "reflow-gateway",
+    "reflow-execution",
+    "reflow-notebook",
+}
 
 
-def services_in_trace(spans: list[ReceivedSpan]) -> set[str]:
-    return {span.service for span in spans if span.trace_id == TRACE_ID}
+def is_whole(spans: list[ReceivedSpan]) -> bool:
+    """Whether the trace reached every service and each span's parent is in."""
+    traced = [span for span in spans if span.trace_id == TRACE_ID]
+    known = {CLIENT_SPAN_ID} | {span.span_id for span in traced}
+    return {span.service for span in traced} >= TRACED and all(
+        span.parent_span_id in known for span in traced
+    )
 
 
 async def run_traced(target: str, token: str) -> list[str]:
@@ -75,21 +86,21 @@ async def test_one_run_is_one_trace_through_envoy_gateway_execution_and_notebook
             await asyncio.to_thread(stack.wait_for_line, READY_LINE, START_TIMEOUT_S)
             token = await asyncio.to_thread(stack.token, "tracy")
             events = await run_traced(stack.target, token)
-            spans = await receiver.wait_for(
-                lambda spans: services_in_trace(spans) >= TRACED, SPANS_TIMEOUT_S
-            )
+            spans = await receiver.wait_for(is_whole, SPANS_TIMEOUT_S)
         finally:
             await asyncio.to_thread(stack.close)
 
     assert events[-1] == "run_finished"
     traced = [span for span in spans if span.trace_id == TRACE_ID]
+    by_id = {span.span_id: span for span in traced}
+    (envoy_run,) = [span for span in traced if span.parent_span_id == CLIENT_SPAN_ID]
+    assert envoy_run.service == "reflow-envoy"
     (gateway_run,) = [
         span
         for span in traced
-        if span.service == "reflow-gateway" and span.parent_span_id == CLIENT_SPAN_ID
+        if span.service == "reflow-gateway" and span.parent_span_id == envoy_run.span_id
     ]
     assert gateway_run.name == "/reflow.execution.v1.ExecutionService/RunCells"
-    by_id = {span.span_id: span for span in traced}
     notebook_spans = [span for span in traced if span.service == "reflow-notebook"]
     assert all(
         by_id[span.parent_span_id].service == "reflow-execution"
