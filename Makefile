@@ -12,7 +12,7 @@ WEB_BUNDLE := services/gateway/static/dist/app.js
 # renders with these too
 DEPLOY_ENVOY_ARGS := --listen 0.0.0.0:8080 --admin 127.0.0.1:9901 \
 	--gateway-grpc gateway:50050 --gateway-http gateway:8000 \
-	--descriptor /etc/envoy/reflow.binpb
+	--descriptor /etc/envoy/reflow.binpb --metrics 0.0.0.0:9401
 
 .PHONY: help install protos web-protos web chromium envoy-config deploy-envoy-config dynamodb-table compose-up compose-up-dynamodb test fuzz soak lint typecheck check run bench internal-token token clean
 

@@ -39,6 +39,7 @@ from services.execution.config import Settings as ExecutionSettings
 from services.gateway.config import Settings as GatewaySettings
 from services.notebook.config import AWS_SDK_VARIABLES
 from services.notebook.config import Settings as NotebookSettings
+from services.shared import tracing
 from services.stack import envoy_config
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -61,7 +62,11 @@ SETTINGS: Final[dict[str, Callable[[Mapping[str, str]], object]]] = {
 }
 """Each image's settings, by its SERVICE build argument."""
 
-SDK_VARIABLES: Final = {"notebook": frozenset(AWS_SDK_VARIABLES)}
+SDK_VARIABLES: Final = {
+    image: frozenset(tracing.SDK_VARIABLES)
+    | frozenset(AWS_SDK_VARIABLES if image == "notebook" else ())
+    for image in SETTINGS
+}
 """Variables an image's libraries read themselves (never through Settings)."""
 
 _VARIABLE = re.compile(
@@ -434,7 +439,8 @@ def test_envoy_reaches_the_gateway_on_the_ports_compose_gives_it() -> None:
 def test_envoy_listens_on_the_port_compose_publishes() -> None:
     envoy = compose_for(DEFAULT_ENV)["services"]["envoy"]
     config = yaml.safe_load(ENVOY_YAML.read_text())
-    (listener,) = config["static_resources"]["listeners"]
+    listeners = {item["name"]: item for item in config["static_resources"]["listeners"]}
+    listener = listeners["public"]
     (published,) = envoy["ports"]
 
     address = listener["address"]["socket_address"]
@@ -488,3 +494,18 @@ def test_readme_documents_every_variable_the_service_reads(image: str) -> None:
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", deployment))
     missing = (env.asked | SDK_VARIABLES.get(image, frozenset())) - documented
     assert not missing, f"README's Deployment section lacks {sorted(missing)}"
+
+
+def test_envoy_serves_its_stats_to_prometheus_and_nothing_else_of_its_admin() -> None:
+    config = yaml.safe_load(ENVOY_YAML.read_text())
+    listeners = {item["name"]: item for item in config["static_resources"]["listeners"]}
+    (chain,) = listeners["metrics"]["filter_chains"]
+    (manager,) = chain["filters"]
+    (host,) = manager["typed_config"]["route_config"]["virtual_hosts"]
+
+    (route,) = host["routes"]
+
+    assert route["match"]["path"] == "/stats/prometheus"
+    assert route["route"]["cluster"] == "envoy_admin"
+    assert envoy_clusters()["envoy_admin"] == ("127.0.0.1", 9901)
+    assert listeners["metrics"]["address"]["socket_address"]["address"] == "0.0.0.0"

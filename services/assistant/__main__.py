@@ -17,6 +17,7 @@ from services.shared.auth import InternalTokens
 from services.shared.config import listen_address, run_service
 from services.shared.grpc_client import open_channel
 from services.shared.grpc_server import serve
+from services.shared.observability import start_observability
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 async def main() -> None:
     settings = Settings.from_env()
     logs.configure("assistant", settings.log_level, settings.log_format)
+    start_observability("assistant", settings.listen_host, settings.metrics_port)
     tokens = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
     async with AsyncExitStack() as stack:
         model = None

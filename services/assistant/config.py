@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from services.shared.auth import InternalAuthSettings
 from services.shared.config import EnvReader, listen_host
+from services.shared.metrics import metrics_port
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -81,6 +82,8 @@ class Settings:
     auth: InternalAuthSettings
     # REFLOW_LISTEN_HOST: the address its servers listen on.
     listen_host: str = "127.0.0.1"
+    # <SERVICE>_METRICS_PORT: where /metrics is served; None: not served.
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -123,4 +126,5 @@ class Settings:
             log_format=shared.choice("LOG_FORMAT", ("text", "json"), "text"),
             auth=InternalAuthSettings.from_env(env),
             listen_host=listen_host(env),
+            metrics_port=metrics_port(read),
         )

@@ -18,6 +18,7 @@ from services.shared.auth import InternalTokens
 from services.shared.config import ConfigError, listen_address, run_service
 from services.shared.grpc_client import open_channel
 from services.shared.grpc_server import serve
+from services.shared.observability import start_observability
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 async def main() -> None:
     settings = Settings.from_env()
     logs.configure("execution", settings.log_level, settings.log_format)
+    start_observability("execution", settings.listen_host, settings.metrics_port)
     tokens = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
     launcher = KernelLauncher(
         use_zygote=settings.kernels.use_zygote, sandbox=settings.kernels.sandbox

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from reflow.execution.v1 import execution_pb2, kernel_pb2
 from reflow.notebook.v1 import notebook_pb2
-from services.execution import events
+from services.execution import events, metrics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -100,13 +100,19 @@ class KernelLifecycle:
             if kernel is not None and kernel.alive:
                 self._announce(run_id)
                 return kernel
+            if kernel is not None:
+                # It died between runs, with nobody there to see it.
+                _count_death()
             self.state = KernelState.KERNEL_STATE_STARTING
             try:
                 kernel = await self._spawn()
             except BaseException:
+                self.kernel = None
                 self.state = KernelState.KERNEL_STATE_DEAD
                 raise
             self.kernel = kernel
+            metrics.KERNELS_STARTED.inc()
+            metrics.KERNELS_LIVE.inc()
             self._ledger.clear()
             self.execution_count = 0
             self.state = KernelState.KERNEL_STATE_IDLE
@@ -140,6 +146,7 @@ class KernelLifecycle:
             self._ledger.clear()
             self.state = state
             if kernel is not None:
+                metrics.KERNELS_LIVE.dec()
                 await kernel.shutdown(self._settings.shutdown_timeout_s)
             self.state = KernelState.KERNEL_STATE_DEAD
             self._emit("", events.kernel_state(state, why))
@@ -148,6 +155,7 @@ class KernelLifecycle:
         """The kernel died under a run."""
         if self.kernel is not kernel:
             return  # already replaced (a restart) or stopped on purpose
+        _count_death()
         self.kernel = None
         self._ledger.clear()
         self.state = KernelState.KERNEL_STATE_DEAD
@@ -217,3 +225,8 @@ class KernelLifecycle:
                 self.interrupt(run, current)
 
         return asyncio.get_running_loop().call_later(limit, expire)
+
+
+def _count_death() -> None:
+    metrics.KERNELS_DIED.inc()
+    metrics.KERNELS_LIVE.dec()

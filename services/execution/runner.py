@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from reflow.execution.v1 import execution_pb2, kernel_pb2
 from reflow.notebook.v1 import notebook_pb2
-from services.execution import events, scheduler
+from services.execution import events, metrics, scheduler
 from services.execution.collect import CellCollector
 from services.execution.convert import graph_of, is_lazy
 from services.execution.kernel.private import private_pattern
@@ -345,6 +345,7 @@ class Runner:
             self._lifecycle.lost(kernel, run.run_id, died.reason)
             collector.fill(result)
             result.duration.FromNanoseconds(int((time.monotonic() - started) * 1e9))
+            _count_cell(result)
             raise _RunAborted(result) from died
         finally:
             if timeout is not None:
@@ -354,6 +355,7 @@ class Runner:
         collector.fill(result)
         if not result.HasField("duration"):
             result.duration.FromNanoseconds(int((time.monotonic() - started) * 1e9))
+        _count_cell(result)
         self._ledger.finished(cell_id, result.status == Status.CELL_STATUS_SUCCESS)
         return result
 
@@ -367,9 +369,11 @@ class Runner:
     ) -> None:
         kind = event.WhichOneof("event")
         if kind == "stream_chunk":
+            metrics.OUTPUT_BYTES.labels("stream").inc(event.stream_chunk.ByteSize())
             collector.add_chunk(event.stream_chunk)
             self._emit(run.run_id, events.stream_chunk(cell_id, event.stream_chunk))
         elif kind == "output":
+            metrics.OUTPUT_BYTES.labels("output").inc(event.output.ByteSize())
             collector.add_output(event.output)
             self._emit(run.run_id, events.output(cell_id, event.output))
         elif kind == "done":
@@ -423,3 +427,8 @@ class Runner:
         for cell_id in cell_ids:
             result = notebook_pb2.CellResult(status=Status.CELL_STATUS_INTERRUPTED)
             self._emit(run.run_id, events.cell_finished(cell_id, result))
+
+
+def _count_cell(result: notebook_pb2.CellResult) -> None:
+    status = Status.Name(result.status).removeprefix("CELL_STATUS_").lower()
+    metrics.CELL_SECONDS.labels(status).observe(result.duration.ToNanoseconds() / 1e9)

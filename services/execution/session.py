@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from reflow.execution.v1 import execution_pb2
 from reflow.notebook.v1 import notebook_pb2
-from services.execution import events
+from services.execution import events, metrics
 from services.execution.convert import kernel_to_proto
 from services.execution.errors import WatcherTooSlow
 from services.execution.followed import FollowedNotebook
@@ -134,6 +134,7 @@ class Session:
         it waiting its turn.
         """
         self._queue.append(request)
+        metrics.RUNS_QUEUED.inc()
         if self._task is None:
             self._task = asyncio.create_task(self._run_queued())
             return
@@ -219,11 +220,13 @@ class Session:
         try:
             while self._queue:
                 requests, self._queue = self._queue, []
+                metrics.RUNS_QUEUED.dec(len(requests))
                 run_id = uuid.uuid4().hex[:16]
                 for request in requests:
                     request.run_id = run_id
                     request.assigned.set()
-                await self._execute(run_id, merge(requests))
+                with metrics.RUNS_RUNNING.track_inprogress():
+                    await self._execute(run_id, merge(requests))
         finally:
             self._task = None
             self.lifecycle.last_activity = time.time()

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from services.execution import metrics
 from services.execution.errors import KernelNotFound, TooManyKernels
 from services.execution.session import Session
 from services.shared.fanout import EventHub
@@ -159,6 +160,7 @@ class SessionManager:
             notebook_id,
         )
         await victim.evict(idle_s)
+        metrics.KERNELS_EVICTED.labels("limit").inc()
 
     def _live(self) -> list[Session]:
         return [s for s in self._sessions.values() if s.kernel and s.kernel.alive]
@@ -178,6 +180,7 @@ class SessionManager:
                         now - session.last_activity,
                     )
                     await session.shutdown()
+                    metrics.KERNELS_EVICTED.labels("idle").inc()
                 if session.kernel is None and self._follower is not None:
                     self._follower.forget(session.notebook_id)
 

@@ -26,6 +26,7 @@ from services.shared import logs
 from services.shared.auth import InternalTokens
 from services.shared.config import listen_address, run_service
 from services.shared.grpc_server import serve
+from services.shared.observability import start_observability
 
 if TYPE_CHECKING:
     import socket
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 async def main() -> None:
     settings = Settings.from_env()
     logs.configure("gateway", settings.log_level, settings.log_format)
+    start_observability("gateway", settings.listen_host, settings.metrics_port)
     tokens = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
     async with (
         open_identity(settings.identity) as identity,

@@ -44,7 +44,7 @@ would need a different handler.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import message_factory
@@ -71,10 +71,6 @@ if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[bytes, bytes]
 
 logger = logging.getLogger(__name__)
-
-PASSED_HEADERS: Final = frozenset({"traceparent", "tracestate"})
-"""Caller metadata worth passing on (besides the request id, which the
-gateway checks first); everything else stays at the gateway."""
 
 
 class Forwarder:
@@ -158,9 +154,8 @@ class Forwarder:
         metadata.append((REQUEST_ID_HEADER, current_request_id()))
         if notebook_id:
             metadata.append((ROUTING_HEADER, notebook_id))
-        for key, value in incoming:
-            if key in PASSED_HEADERS and isinstance(value, str):
-                metadata.append((key, value))
+        # The caller's trace context travels on inside bearer_metadata, as the
+        # current one (services.shared.tracing), not copied from the headers.
         return tuple(metadata)
 
 

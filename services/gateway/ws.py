@@ -20,6 +20,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Final
 
+from services.gateway import metrics
 from services.gateway.bridge import INTERNAL_ERROR, NotebookBridge, close_socket
 from services.gateway.clients import UserCalls
 from services.shared.errors import Unauthenticated, Unavailable
@@ -62,6 +63,10 @@ class NotebookSockets:
 
     async def serve(self, websocket: WebSocket) -> None:
         """The endpoint: accept, authenticate, pump."""
+        with metrics.WEBSOCKETS_OPEN.track_inprogress():
+            await self._serve(websocket)
+
+    async def _serve(self, websocket: WebSocket) -> None:
         notebook_id = str(websocket.path_params["notebook_id"])
         await websocket.accept()
         if not ID.fullmatch(notebook_id):
@@ -70,6 +75,7 @@ class NotebookSockets:
             await close_socket(websocket, BAD_REQUEST, f"notebook_id {ID_RULE}")
             return
         user = await self._authenticate(websocket)
+        metrics.WEBSOCKETS_ACCEPTED.labels("refused" if user is None else "ok").inc()
         if user is None:
             return
         logger.debug("socket on notebook %s opened for %s", notebook_id, user)

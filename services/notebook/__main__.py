@@ -15,6 +15,7 @@ from services.shared import logs
 from services.shared.auth import InternalTokens
 from services.shared.config import listen_address, run_service
 from services.shared.grpc_server import serve
+from services.shared.observability import start_observability
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ WRITER_THREADS = 32
 async def main() -> None:
     settings = Settings.from_env()
     logs.configure("notebook", settings.log_level, settings.log_format)
+    start_observability("notebook", settings.listen_host, settings.metrics_port)
     # The local store writes in worker threads, and a write is mostly a wait
     # for fsync: with a thread per concurrent edit the file system commits
     # them together, rather than queueing them behind asyncio's default

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from services.notebook import edits, templates
+from services.notebook import edits, metrics, templates
 from services.notebook.changes import Change, ChangeKind, Snapshot
 from services.notebook.errors import NotebookNotFound, RevisionConflict
 from services.notebook.graphs import (
@@ -528,4 +528,5 @@ class NotebookManager:
 
 def _check_revision(notebook: Notebook, expected: int) -> None:
     if expected and expected != notebook.revision:
+        metrics.REVISION_CONFLICTS.labels("expected_revision").inc()
         raise RevisionConflict(notebook.id, expected, notebook.revision)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 import grpc
 from google.rpc.status_pb2 import Status
 
+from services.shared import tracing
 from services.shared.errors import Unavailable
 from services.shared.grpc_server import MAX_MESSAGE_BYTES
 from services.shared.interceptor import current_request_id
@@ -78,12 +79,22 @@ def open_channel(address: str, *, retry: bool = True) -> grpc.aio.Channel:
         ]
     else:
         options.append(("grpc.enable_retries", 0))
-    return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.insecure_channel(
+        address, options=options, interceptors=tracing.client_interceptors()
+    )
 
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata that presents ``token`` (``metadata=bearer_metadata(t)``)."""
-    return (("authorization", f"Bearer {token}"),)
+    """Call metadata that presents ``token`` and carries the trace context on.
+
+    ``metadata=bearer_metadata(t)``: every call one service makes to another
+    goes through here, so this is where the W3C ``traceparent`` of the RPC
+    being served travels downstream (when spans are exported, the client
+    instrumentation replaces it with its own span's).
+    """
+    headers: dict[str, str] = {}
+    tracing.inject_context(headers)
+    return (("authorization", f"Bearer {token}"), *headers.items())
 
 
 @asynccontextmanager

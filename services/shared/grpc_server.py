@@ -1,7 +1,8 @@
 """Server wiring every service shares: error mapping, health, reflection, serving.
 
 ``create_server`` builds a ``grpc.aio`` server the same way for every service:
-the ``RpcGuard`` outermost (request ids, errors as statuses, requests decoded
+the tracing instrumentation when spans are exported (``services.shared.tracing``),
+then the ``RpcGuard`` (request ids, errors as statuses, requests decoded
 inside that mapping, and the internal token when a verifier is given), then
 any extra interceptors; the service's servicers; the standard ``grpc.health.v1``
 health service (SERVING for "" and each named service); server reflection, so
@@ -41,6 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from services.shared import tracing
 from services.shared.interceptor import RpcGuard
 
 if TYPE_CHECKING:
@@ -88,7 +90,10 @@ def create_server(
     (``reflow.notebook.v1.NotebookService``), for health and reflection.
     Returns the unstarted server and the bound port (the real one for port 0).
     """
-    chain: list[grpc.aio.ServerInterceptor] = [RpcGuard(token_verifier)]
+    # The tracing instrumentation (when spans are exported) goes outermost,
+    # so the guard's own log lines belong to the RPC's span.
+    chain: list[grpc.aio.ServerInterceptor] = tracing.server_interceptors()
+    chain.append(RpcGuard(token_verifier))
     chain.extend(interceptors)
     server = grpc.aio.server(interceptors=chain, options=SERVER_OPTIONS)
     for add in add_servicers:

@@ -16,7 +16,11 @@
    every interceptor;
 4. when the server has a token verifier, the **internal token** is checked
    (except for health and reflection) and the caller set for
-   ``auth.current_user()``.
+   ``auth.current_user()``;
+5. the call is **observed**: counted and timed by method and status code
+   (``services.shared.metrics``), and its trace context made current
+   (``services.shared.tracing``), so log lines and downstream calls carry
+   the caller's trace id.
 
 Handlers are async: a coroutine for unary responses, an async generator for
 streamed ones. The wrapper keeps that kind, because grpc.aio decides how to
@@ -29,6 +33,7 @@ import contextvars
 import inspect
 import logging
 import re
+import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
@@ -39,7 +44,9 @@ from grpc_status import rpc_status
 
 from services.shared.auth import bearer_token, enter_caller, is_public_method
 from services.shared.errors import InvalidArgument, ServiceError
+from services.shared.metrics import record_rpc
 from services.shared.status import internal_status, rich_status_for
+from services.shared.tracing import enter_remote_context
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -119,8 +126,11 @@ class _Call:
         # No reset: grpc.aio serves each RPC in a task of its own, whose
         # context ends with it (and an async generator may be finalised from
         # another context, where reset() would fail).
+        started = time.perf_counter()
+        code = grpc.StatusCode.CANCELLED  # unless it ends any other way
         request_id = request_id_from(self._metadata)
         _request_id.set(request_id)
+        enter_remote_context(self._metadata)
         try:
             if self._verifier is not None:
                 token = bearer_token(self._metadata)
@@ -130,8 +140,16 @@ class _Call:
                     _request_id.set(request_id)
                 enter_caller(caller)
             yield
+            code = _code_set_on(context) or grpc.StatusCode.OK
+        except grpc.aio.AbortError:
+            code = _code_set_on(context) or grpc.StatusCode.UNKNOWN
+            raise
         except Exception as error:
-            await context.abort_with_status(self._status(error, request_id))
+            status = self._status(error, request_id)
+            code = status.code
+            await context.abort_with_status(status)
+        finally:
+            record_rpc(self.method, code.name, time.perf_counter() - started)
 
     def _status(self, error: Exception, request_id: str) -> grpc.Status:
         if isinstance(error, grpc.aio.AbortError):
@@ -152,6 +170,15 @@ class _Call:
             exc_info=error,
         )
         return rpc_status.to_status(internal_status(request_id))
+
+
+def _code_set_on(context: Context) -> grpc.StatusCode | None:
+    """The code the handler set or aborted with, if any."""
+    code = context.code()
+    if code is None or isinstance(code, grpc.StatusCode):
+        return code
+    # grpc.aio keeps the code a handler set as the raw integer.
+    return next((known for known in grpc.StatusCode if known.value[0] == code), None)
 
 
 def decoded(deserialize: Deserializer, request: Any) -> Any:

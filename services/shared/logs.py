@@ -87,7 +87,10 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, service, logger, message, exc_info."""
+    """One JSON object per record: time, level, service, logger, message, exc_info.
+
+    Also ``trace_id`` and ``span_id`` when the record was made inside a trace.
+    """
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -101,6 +104,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        # Set by services.shared.tracing's record factory, in a service.
+        trace_id = getattr(record, "trace_id", "")
+        if trace_id:
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", "")
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

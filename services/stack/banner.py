@@ -106,8 +106,27 @@ def render_banner(settings: StackSettings, token: DevToken, pids: str) -> str:
         f"      {target} reflow.notebook.v1.NotebookService/CreateNotebook",
         f"    curl {auth} {url}/api/v1/notebooks",
         "",
+        "  Prometheus metrics:",
+        *metrics_lines(settings),
+        "",
         "  Ctrl-C stops everything.",
         "=" * 72,
         "",
     ]
     return "\n".join(lines) + "\n"
+
+
+def metrics_lines(settings: StackSettings) -> list[str]:
+    """Where each process serves its metrics, one line each."""
+    ports = settings.ports.metrics
+    # The services and Envoy's metrics listener are on loopback (plan.py).
+    host = "http://127.0.0.1"
+    services = {
+        "notebook": ports.notebook,
+        "execution": ports.execution,
+        "assistant": ports.assistant,
+        "gateway": ports.gateway,
+    }
+    lines = [f"    {name:<10} {host}:{port}/metrics" for name, port in services.items()]
+    lines.append(f"    {'envoy':<10} {host}:{ports.envoy}/stats/prometheus")
+    return lines

@@ -2,8 +2,11 @@
 
 The services' ports are read from the very variables the services read
 (``NOTEBOOK_PORT``, ``GATEWAY_GRPC_PORT`` ...), with the same defaults, so one
-exported variable moves a service and everything that calls it. What is the
-stack's own lives under ``REFLOW_``: Envoy's public port, the
+exported variable moves a service and everything that calls it. The metrics
+ports (``*_METRICS_PORT``) differ in their defaults only: a service started
+alone serves no metrics unless told where, the stack gives each its own
+(9450-9453, and Envoy's stats 9401). What is the
+stack's own lives under ``REFLOW_``: Envoy's public and metrics ports, the
 data directory every service keeps its files under, the CORS origins, and how
 long to wait for the stack to start and stop.
 """
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from services.shared.config import ConfigError, EnvReader
+from services.shared.tracing import otlp_grpc_collector
 from services.stack.envoy_config import DEFAULT_ORIGINS, parse_origins
 
 if TYPE_CHECKING:
@@ -32,6 +36,7 @@ class Ports:
     assistant: int
     gateway_grpc: int
     gateway_http: int
+    metrics: MetricsPorts
 
     def named(self) -> dict[str, int]:
         """Each port under the variable that sets it, for messages."""
@@ -42,6 +47,28 @@ class Ports:
             "ASSISTANT_PORT": self.assistant,
             "GATEWAY_GRPC_PORT": self.gateway_grpc,
             "GATEWAY_HTTP_PORT": self.gateway_http,
+            **self.metrics.named(),
+        }
+
+
+@dataclass(frozen=True)
+class MetricsPorts:
+    """Where each process serves its Prometheus metrics."""
+
+    envoy: int
+    notebook: int
+    execution: int
+    assistant: int
+    gateway: int
+
+    def named(self) -> dict[str, int]:
+        """Each port under the variable that sets it (the services' own ones)."""
+        return {
+            "REFLOW_ENVOY_METRICS_PORT": self.envoy,
+            "NOTEBOOK_METRICS_PORT": self.notebook,
+            "EXECUTION_METRICS_PORT": self.execution,
+            "ASSISTANT_METRICS_PORT": self.assistant,
+            "GATEWAY_METRICS_PORT": self.gateway,
         }
 
 
@@ -58,6 +85,9 @@ class StackSettings:
     stop_timeout_s: float
     envoy_log_level: str
     dev_user: str
+    # The OTLP/gRPC collector the services export spans to (OTEL_*), which
+    # Envoy then exports its own to; None when spans are not exported.
+    otlp_collector: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StackSettings:
@@ -70,6 +100,13 @@ class StackSettings:
             assistant=_port(unprefixed, "ASSISTANT_PORT", 50053),
             gateway_grpc=_port(unprefixed, "GATEWAY_GRPC_PORT", 50050),
             gateway_http=_port(unprefixed, "GATEWAY_HTTP_PORT", 8000),
+            metrics=MetricsPorts(
+                envoy=_port(unprefixed, "REFLOW_ENVOY_METRICS_PORT", 9401),
+                notebook=_port(unprefixed, "NOTEBOOK_METRICS_PORT", 9451),
+                execution=_port(unprefixed, "EXECUTION_METRICS_PORT", 9452),
+                assistant=_port(unprefixed, "ASSISTANT_METRICS_PORT", 9453),
+                gateway=_port(unprefixed, "GATEWAY_METRICS_PORT", 9450),
+            ),
         )
         _check_distinct(ports)
         return cls(
@@ -90,6 +127,7 @@ class StackSettings:
                 "warning",
             ),
             dev_user=read.text("DEV_USER", "dev-user"),
+            otlp_collector=otlp_grpc_collector(env),
         )
 
     @property

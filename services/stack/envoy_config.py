@@ -37,6 +37,7 @@ DEFAULT_ORIGINS: Final = ("http://localhost:5173", "http://127.0.0.1:5173")
 """A front-end dev server (Vite's default port) calling the stack from another
 origin. The UI served through Envoy itself is same-origin and needs no CORS."""
 
+_TYPES = "type.googleapis.com/envoy."
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]+$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
@@ -74,6 +75,12 @@ class EnvoyOptions:
     descriptor: str = "protos/reflow.binpb"
     # Exact origins; "*" allows any origin.
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
+    # Where Prometheus scrapes Envoy's own stats (GET /stats/prometheus).
+    metrics: Address = Address("127.0.0.1", 9401)
+    # An OTLP/gRPC collector: Envoy then traces every request (a span of its
+    # own, W3C trace context to the gateway). None: no tracer; Envoy passes
+    # a client's traceparent through untouched.
+    otlp_collector: Address | None = None
 
 
 def render(options: EnvoyOptions) -> str:
@@ -90,8 +97,53 @@ def render(options: EnvoyOptions) -> str:
         "descriptor": json.dumps(options.descriptor),
         "services": json.dumps(list(PUBLIC_SERVICES)),
         "allowed_origins": _origin_matchers(options.allowed_origins),
+        "metrics_host": _checked_host(options.metrics.host),
+        "metrics_port": _checked_port(options.metrics.port),
+        "tracing": _tracing(options.otlp_collector),
+        "tracing_cluster": _tracing_cluster(options.otlp_collector),
     }
     return string.Template(TEMPLATE.read_text()).substitute(values)
+
+
+def _tracing(collector: Address | None) -> str:
+    """The public listener's OpenTelemetry tracer, or nothing."""
+    if collector is None:
+        return ""
+    return f"""
+                # Every request is a span of Envoy's, exported to the OTLP
+                # collector; the client's traceparent is its parent.
+                tracing:
+                  provider:
+                    name: envoy.tracers.opentelemetry
+                    typed_config:
+                      "@type": {_TYPES}config.trace.v3.OpenTelemetryConfig
+                      grpc_service:
+                        envoy_grpc: {{cluster_name: otlp_collector}}
+                        timeout: 2s
+                      service_name: reflow-envoy"""
+
+
+def _tracing_cluster(collector: Address | None) -> str:
+    """The OTLP collector's cluster, when Envoy traces."""
+    if collector is None:
+        return ""
+    host, port = _checked_host(collector.host), _checked_port(collector.port)
+    return f"""
+    # The OTLP/gRPC collector Envoy sends its spans to.
+    - name: otlp_collector
+      type: STRICT_DNS
+      connect_timeout: 2s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": {_TYPES}extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: {{http2_protocol_options: {{}}}}
+      load_assignment:
+        cluster_name: otlp_collector
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{address: {host}, port_value: {port}}}"""
 
 
 def _admin_address(admin: Address | str) -> str:
@@ -117,7 +169,8 @@ def parse_origins(text: str) -> tuple[str, ...]:
 def _describe(options: EnvoyOptions) -> str:
     return (
         f"listen {options.listen}, admin {options.admin}, "
-        f"gateway gRPC {options.gateway_grpc}, gateway HTTP {options.gateway_http}"
+        f"gateway gRPC {options.gateway_grpc}, gateway HTTP {options.gateway_http}, "
+        f"metrics {options.metrics}"
     )
 
 
@@ -167,6 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--descriptor", default=defaults.descriptor)
     parser.add_argument(
+        "--metrics",
+        type=Address.parse,
+        default=defaults.metrics,
+        help="where GET /stats/prometheus is served",
+    )
+    parser.add_argument(
+        "--otlp-collector",
+        type=Address.parse,
+        default=None,
+        help="an OTLP/gRPC collector: Envoy traces requests and exports there",
+    )
+    parser.add_argument(
         "--allowed-origins",
         type=parse_origins,
         default=defaults.allowed_origins,
@@ -180,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateway_http=args.gateway_http,
         descriptor=args.descriptor,
         allowed_origins=args.allowed_origins,
+        metrics=args.metrics,
+        otlp_collector=args.otlp_collector,
     )
     text = render(options)
     if args.output is None:

@@ -78,6 +78,10 @@ def envoy_options(settings: StackSettings) -> EnvoyOptions:
         gateway_http=Address(LOOPBACK, ports.gateway_http),
         descriptor=str(DESCRIPTOR),
         allowed_origins=settings.allowed_origins,
+        metrics=Address(LOOPBACK, ports.metrics.envoy),
+        otlp_collector=(
+            Address(*settings.otlp_collector) if settings.otlp_collector else None
+        ),
     )
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from services.shared import logs
+from services.shared import logs, tracing
+from tests.shared.echo import Echo, echo_stub, text
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from tests.shared.echo import Context
 
 logger = logging.getLogger("tests.shared.test_logs")
 
@@ -158,3 +161,25 @@ def test_secrets_in_a_traceback_are_redacted(output: io.StringIO) -> None:
         logger.exception("store failed")
 
     assert "s3cr3t" not in output.getvalue()
+
+
+async def log_while_serving(request: Any, context: Context) -> Any:
+    logger.info("serving")
+    return request
+
+
+async def test_json_lines_name_the_trace_of_the_request_they_were_written_for(
+    output: io.StringIO,
+) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    tracing.configure("notebook")  # no OTEL_* set: ids in records, nothing exported
+    logs.configure("notebook", "INFO", "json", stream=output)
+
+    async with echo_stub(Echo(unary_unary=log_while_serving)) as stub:
+        await stub.unary_unary(
+            text("x"), metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),)
+        )
+
+    (served,) = [e for e in map(json.loads, lines(output)) if e["message"] == "serving"]
+    assert served["trace_id"] == trace_id
+    assert len(served["span_id"]) == 16

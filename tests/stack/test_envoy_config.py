@@ -59,6 +59,24 @@ def test_config_for_other_addresses_and_any_origin_validates(tmp_path: Path) -> 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_config_that_traces_to_an_otlp_collector_validates(tmp_path: Path) -> None:
+    options = EnvoyOptions(
+        descriptor=str(ROOT / "protos" / "reflow.binpb"),
+        otlp_collector=Address("collector", 4317),
+    )
+    config = tmp_path / "envoy.yaml"
+    config.write_text(render(options))
+
+    result = validate(config)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "envoy.tracers.opentelemetry" in config.read_text()
+
+
+def test_without_a_collector_envoy_has_no_tracer() -> None:
+    assert "tracing:" not in render(EnvoyOptions())
+
+
 @pytest.mark.parametrize(
     "origin", ["localhost:5173", "http://x.test/path", 'http://x.test", "evil']
 )

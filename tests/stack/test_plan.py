@@ -25,6 +25,11 @@ def test_defaults_are_the_documented_ports() -> None:
         "ASSISTANT_PORT": 50053,
         "GATEWAY_GRPC_PORT": 50050,
         "GATEWAY_HTTP_PORT": 8000,
+        "REFLOW_ENVOY_METRICS_PORT": 9401,
+        "NOTEBOOK_METRICS_PORT": 9451,
+        "EXECUTION_METRICS_PORT": 9452,
+        "ASSISTANT_METRICS_PORT": 9453,
+        "GATEWAY_METRICS_PORT": 9450,
     }
     assert settings.url == "http://localhost:8080"
     assert settings.listen_host == "127.0.0.1"

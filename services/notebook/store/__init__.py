@@ -98,16 +98,17 @@ async def open_store(
     # Imported here, not at the top: the backends import the rules below from
     # this package, and a backend's dependencies are only needed when chosen.
     from services.notebook.store.local import LocalFileStore
+    from services.notebook.store.measured import MeasuredStore
     from services.notebook.store.memory import MemoryStore
 
     if kind == "memory":
         logger.info("notebook store: in memory (lost on exit)")
-        yield MemoryStore()
+        yield MeasuredStore(MemoryStore(), kind)
     elif kind == "local":
         logger.info("notebook store: local files in %s", data_dir)
         store = LocalFileStore(data_dir)
         try:
-            yield store
+            yield MeasuredStore(store, kind)
         finally:
             await store.close()
     elif kind == "dynamodb":
@@ -116,7 +117,7 @@ async def open_store(
         from services.notebook.store.dynamodb import open_dynamodb_store
 
         async with open_dynamodb_store(dynamodb or DynamoDBSettings()) as opened:
-            yield opened
+            yield MeasuredStore(opened, kind)
     else:
         raise ValueError(f"NOTEBOOK_STORE={kind!r}; expected one of {STORE_KINDS}")
 
