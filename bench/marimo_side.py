@@ -49,7 +49,7 @@ from services.stack.probes import HttpProbe, wait_until_ready
 from services.stack.processes import ChildProcess, Console, ProcessSpec, start
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from websockets.asyncio.client import ClientConnection
 
@@ -68,7 +68,10 @@ def marimo_executable() -> Path:
         print(f"bench: installing marimo into {VENV}", file=sys.stderr, flush=True)
         shutil.rmtree(VENV, ignore_errors=True)
         subprocess.run((sys.executable, "-m", "venv", str(VENV)), check=True)
-        pip = (str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet")
+        pip = (
+            str(VENV / "bin" / "python"),
+            *("-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
+        )
         subprocess.run((*pip, "marimo"), check=True)
     return marimo
 
@@ -199,7 +202,7 @@ class Session:
             raise BenchError(f"marimo's run ended {completed['data']}")
         return ran
 
-    async def _until(self, matches: Any) -> Message:
+    async def _until(self, matches: Callable[[Message], bool]) -> Message:
         assert self._socket is not None
         async with asyncio.timeout(TIMEOUT_S):
             while True:

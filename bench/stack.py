@@ -93,12 +93,11 @@ class Endpoints:
     notebook: str
     execution: str
     token: str
-    through_gateway: bool
     execution_pid: int
     log: Path
-    route: Route = "envoy"
+    route: Route
     # The do-nothing service, reached the same way (through Envoy, or directly).
-    idle: str = ""
+    idle: str
 
 
 @dataclass(frozen=True)
@@ -432,7 +431,6 @@ async def running_stack(
             notebook=notebook,
             execution=execution,
             token=command_output(mint, env),
-            through_gateway=route != "direct",
             execution_pid=execution_pid,
             log=log,
             route=route,
