@@ -117,7 +117,7 @@ check: lint typecheck test
 run: install protos web
 	$(RUN) python -m services.stack
 
-# Measure DESIGN §9 beside Jupyter in one run (BENCH_ARGS=--quick|--direct|--skip-jupyter)
+# Measure DESIGN §9 through Envoy beside Jupyter (BENCH_ARGS=--quick|--gateway|--direct|--skip-jupyter|--with-marimo)
 bench: install protos
 	$(RUN) python -m bench $(BENCH_ARGS)
 

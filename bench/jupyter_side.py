@@ -8,6 +8,10 @@ iopub have arrived, everything it sent on iopub (stream text, display data,
 errors) collected on the way. Figures use ipykernel's default, the inline
 backend.
 
+The ``round_trip_envoy`` and chain measures use the other client a
+program would: ``BlockingKernelClient.execute_interactive`` on the same
+kind of kernel, which returns once the reply and the ``idle`` status are in.
+
 The kernels' connection files and IPython's profile go to a temporary
 directory, so the run leaves nothing in the home directory.
 
@@ -41,6 +45,7 @@ from bench.measures import (
     X_CODE,
     BenchError,
     Stopwatch,
+    chain_codes,
     expected_print_text,
     png_size,
     total_pss_mib,
@@ -247,6 +252,71 @@ class RoundTrip(_OnOwnKernel):
 
     async def once(self) -> float:
         return (await self.kernel.execute_ok(X_CODE)).finished_ms
+
+
+class _Blocking(_OnOwnKernel):
+    """A trial on its own kernel, driven by a ``BlockingKernelClient``.
+
+    ``execute_interactive`` blocks the event loop while it runs, as it
+    blocks any program that calls it; nothing else runs meanwhile.
+    """
+
+    def __init__(self, log: TextIO) -> None:
+        super().__init__(log)
+        self._blocking: Any = None
+
+    async def warm_up(self) -> None:
+        self._blocking = self.kernel.manager.blocking_client()
+        self._blocking.start_channels()
+        self._blocking.wait_for_ready(timeout=TIMEOUT_S)
+        self.execute(X_CODE)
+
+    def execute(self, code: str) -> None:
+        errors: list[str] = []
+
+        def collect(message: Message) -> None:
+            if message["msg_type"] == "error":
+                errors.append(str(message["content"].get("ename", "")))
+
+        reply = self._blocking.execute_interactive(
+            code, timeout=TIMEOUT_S, output_hook=collect
+        )
+        if reply["content"].get("status") != "ok" or errors:
+            raise BenchError(f"Jupyter's execution failed: {errors}")
+
+    async def finish(self) -> None:
+        if self._blocking is not None:
+            self._blocking.stop_channels()
+            self._blocking = None
+        await super().finish()
+
+
+class BlockingRoundTrip(_Blocking):
+    """execute_interactive("x = 1")."""
+
+    async def once(self) -> float:
+        clock = Stopwatch()
+        self.execute(X_CODE)
+        return clock.ms()
+
+
+class BlockingChain(_Blocking):
+    """The ten chain cells, one execute_interactive after another."""
+
+    count = 0
+
+    async def warm_up(self) -> None:
+        await super().warm_up()
+        for code in chain_codes():
+            self.execute(code)
+
+    async def once(self) -> float:
+        self.count += 1
+        codes = chain_codes(1 + self.count % 2)
+        clock = Stopwatch()
+        for code in codes:
+            self.execute(code)
+        return clock.ms()
 
 
 class FirstRun:

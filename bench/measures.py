@@ -22,6 +22,7 @@ TIMEOUT_S: Final = 120.0
 """No single step of the benchmark may take longer than this."""
 
 X_CODE: Final = "x = 1"
+CHAIN_LENGTH: Final = 10
 PRINT_LINES: Final = 100_000
 PRINT_CODE: Final = f"for i in range({PRINT_LINES}):\n    print(i)"
 PRINT_WARMUP_CODE: Final = "for j in range(1000):\n    print(j)"
@@ -35,6 +36,11 @@ INTERRUPT_AFTER_S: Final = 0.2
 PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 
 Unit = Literal["ms", "MiB"]
+
+
+def chain_codes(first: int = 1) -> list[str]:
+    """Ten dependent one-line cells: ``a0 = first``, ``a1 = a0 + 1``, ..."""
+    return [f"a0 = {first}"] + [f"a{i} = a{i - 1} + 1" for i in range(1, CHAIN_LENGTH)]
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,18 @@ class Measure:
 
 MEASURES: Final = (
     Measure("round_trip", "x = 1 round trip", "ms", ratio_target=0.5),
+    Measure(
+        "round_trip_envoy",
+        "x = 1 (min_revision) vs blocking client",
+        "ms",
+        ratio_target=0.8,
+    ),
+    Measure(
+        "chain_10",
+        f"edit + re-run a chain of {CHAIN_LENGTH} cells",
+        "ms",
+        ratio_target=0.5,
+    ),
     Measure("first_run", "new notebook's first run", "ms", ratio_target=0.1),
     Measure("print_lines", "100,000 printed lines delivered", "ms", ratio_target=0.3),
     Measure("figure", "matplotlib figure as PNG", "ms", ratio_target=1.0),
@@ -77,6 +95,15 @@ class Repetitions:
     interrupt: int = 5
     kernels: int = 10
     edits: int = 200
+    round_trip_envoy_warmup: int = 20
+    round_trip_envoy: int = 200
+    chain_warmup: int = 5
+    chain: int = 50
+    # UpdateCell under load: rounds taken turn about with the idle service,
+    # each round every client doing `updates_per_client` calls.
+    update_rounds: int = 6
+    updates_per_client_1: int = 200
+    updates_per_client_30: int = 20
 
     @classmethod
     def quick(cls) -> Repetitions:
@@ -92,7 +119,35 @@ class Repetitions:
             interrupt=2,
             kernels=3,
             edits=50,
+            round_trip_envoy_warmup=5,
+            round_trip_envoy=20,
+            chain_warmup=1,
+            chain=5,
+            update_rounds=2,
+            updates_per_client_1=50,
+            updates_per_client_30=5,
         )
+
+
+@dataclass(frozen=True)
+class LoadMeasure:
+    """UpdateCell with ``clients`` concurrent clients, beside the idle service."""
+
+    key: str
+    label: str
+    clients: int
+    # ours ops/s over the idle service's must be at least this.
+    ops_ratio_target: float = 0.3
+    # our p99 over our p50 must be at most this; None: not held to one.
+    p99_over_p50_target: float | None = None
+
+
+LOAD_MEASURES: Final = (
+    LoadMeasure("update_cell_1", "UpdateCell, 1 client", 1),
+    LoadMeasure(
+        "update_cell_30", "UpdateCell, 30 clients", 30, p99_over_p50_target=2.0
+    ),
+)
 
 
 @dataclass
@@ -142,6 +197,13 @@ async def alternate(
         for trial in trials:
             await trial.finish()
     return samples
+
+
+def percentile(values: list[float], percent: int) -> float:
+    """The ``percent``-th percentile (inclusive method, as numpy's default)."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
 
 
 class BenchError(Exception):

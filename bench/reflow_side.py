@@ -1,10 +1,12 @@
 """Our side of the benchmark: the public gRPC API of a running stack, as a client.
 
-Everything goes over gRPC to the addresses ``bench.stack`` yields (the
-gateway, or with ``--direct`` the services themselves), with the token it
-minted, exactly as any client would: notebooks and cells are created with
-NotebookService, runs are ``RunCells`` streams read until their
-``run_finished`` event, kernels are found with ``ListKernels``. Only the
+Everything goes over gRPC to the addresses ``bench.stack`` yields (Envoy;
+with ``--gateway`` the gateway, with ``--direct`` the services themselves),
+with the token it minted, exactly as any client would: notebooks and cells
+are created with NotebookService, runs are ``RunCells`` streams read until
+their ``run_finished`` event, kernels are found with ``ListKernels``. A
+client that tracks revisions passes the revision its last edit's reply
+named as ``min_revision`` (the ``round_trip_envoy`` and chain measures). Only the
 memory measure looks beyond the API, at /proc, for the PSS of the kernel
 processes ``ListKernels`` names and of the zygote they were forked from.
 """
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import grpc
 
 from bench.measures import (
+    CHAIN_LENGTH,
     IMPORT_CODE,
     INTERRUPT_AFTER_S,
     LOOP_CODE,
@@ -31,6 +34,7 @@ from bench.measures import (
     X_CODE,
     BenchError,
     Stopwatch,
+    chain_codes,
     expected_print_text,
     png_size,
     total_pss_mib,
@@ -120,12 +124,28 @@ class Client:
         return reply.notebook.id
 
     async def create_cell(self, notebook_id: str, code: str) -> str:
+        cell_id, _ = await self.add_cell(notebook_id, code)
+        return cell_id
+
+    async def add_cell(self, notebook_id: str, code: str) -> tuple[str, int]:
+        """The new cell's id and the notebook's revision after it."""
         reply = await self.notebooks.CreateCell(
             notebook_pb2.CreateCellRequest(notebook_id=notebook_id, code=code),
             metadata=self._metadata,
             timeout=TIMEOUT_S,
         )
-        return reply.cell.id
+        return reply.cell.id, reply.revision
+
+    async def update_cell(self, notebook_id: str, cell_id: str, code: str) -> int:
+        """Store the cell's new code; the notebook's revision after it."""
+        reply = await self.notebooks.UpdateCell(
+            notebook_pb2.UpdateCellRequest(
+                notebook_id=notebook_id, cell_id=cell_id, code=code
+            ),
+            metadata=self._metadata,
+            timeout=TIMEOUT_S,
+        )
+        return reply.revision
 
     async def delete_notebook(self, notebook_id: str) -> None:
         await self.notebooks.DeleteNotebook(
@@ -135,11 +155,13 @@ class Client:
         )
 
     async def events(
-        self, notebook_id: str, cell_ids: list[str]
+        self, notebook_id: str, cell_ids: list[str], min_revision: int = 0
     ) -> AsyncIterator[Event]:
         """The run's events as they arrive, up to and with ``run_finished``."""
         call = self.execution.RunCells(
-            execution_pb2.RunCellsRequest(notebook_id=notebook_id, cell_ids=cell_ids),
+            execution_pb2.RunCellsRequest(
+                notebook_id=notebook_id, cell_ids=cell_ids, min_revision=min_revision
+            ),
             metadata=self._metadata,
             timeout=TIMEOUT_S,
         )
@@ -152,17 +174,21 @@ class Client:
         async for _ in call:
             pass
 
-    async def run(self, notebook_id: str, cell_ids: list[str]) -> Run:
+    async def run(
+        self, notebook_id: str, cell_ids: list[str], min_revision: int = 0
+    ) -> Run:
         """Run the cells; stop the clock at ``run_finished``."""
         run = Run()
         clock = Stopwatch()
-        async for event in self.events(notebook_id, cell_ids):
+        async for event in self.events(notebook_id, cell_ids, min_revision):
             run.take(event, clock.ms())
         run.finished_ms = run.arrivals.get("run_finished", clock.ms())
         return run
 
-    async def run_ok(self, notebook_id: str, cell_ids: list[str]) -> Run:
-        run = await self.run(notebook_id, cell_ids)
+    async def run_ok(
+        self, notebook_id: str, cell_ids: list[str], min_revision: int = 0
+    ) -> Run:
+        run = await self.run(notebook_id, cell_ids, min_revision)
         if run.status != SUCCESS:
             details = [r.error.message for r in run.results.values() if r.error.type]
             raise BenchError(f"our run ended {run.status}: {details}")
@@ -239,6 +265,68 @@ class RoundTrip:
         self.notes["round_trip_event_arrival_ms"] = {
             kind: statistics.median(times) for kind, times in self.arrivals.items()
         }
+        await self.client.shutdown_kernels()
+
+
+class RoundTripAtRevision:
+    """RunCells of ``x = 1`` with ``min_revision``, through to the stream's end.
+
+    ``min_revision`` is the revision CreateCell's reply named, as a client
+    that tracks revisions sends it. The clock stops when the stream has
+    ended (after ``run_finished``, the server's end of the call too).
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.notebook_id = self.cell = ""
+        self.revision = 0
+
+    async def prepare(self) -> None:
+        self.notebook_id = await self.client.create_notebook("round trip, revision")
+        self.cell, self.revision = await self.client.add_cell(self.notebook_id, X_CODE)
+
+    async def once(self) -> float:
+        clock = Stopwatch()
+        await self.client.run_ok(self.notebook_id, [self.cell], self.revision)
+        return clock.ms()
+
+    async def finish(self) -> None:
+        await self.client.shutdown_kernels()
+
+
+class Chain:
+    """Edit the first of ten dependent cells and re-run it, until the stream ends.
+
+    UpdateCell (``a0 = 1`` and ``a0 = 2`` in turn), then RunCells of that
+    cell with the revision UpdateCell's reply named; the run re-runs the
+    other nine after it. Both calls are timed; every cell must finish.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.notebook_id = ""
+        self.cells: list[str] = []
+        self.count = 0
+
+    async def prepare(self) -> None:
+        self.notebook_id, self.cells = await self.client.notebook_with(
+            "chain", *chain_codes()
+        )
+        await self.client.run_ok(self.notebook_id, [self.cells[0]])
+
+    async def once(self) -> float:
+        self.count += 1
+        code = chain_codes(1 + self.count % 2)[0]
+        clock = Stopwatch()
+        revision = await self.client.update_cell(self.notebook_id, self.cells[0], code)
+        run = await self.client.run_ok(self.notebook_id, [self.cells[0]], revision)
+        elapsed = clock.ms()
+        if len(run.results) != CHAIN_LENGTH:
+            ran = len(run.results)
+            raise BenchError(f"our chain ran {ran} of {CHAIN_LENGTH} cells")
+        return elapsed
+
+    async def finish(self) -> None:
         await self.client.shutdown_kernels()
 
 
