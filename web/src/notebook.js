@@ -55,6 +55,7 @@ export class NotebookSession {
     this.order = [];
     this.views = new Map();
     this.retries = 0;
+    this.revision = 0n;
     this.closed = false;
     this.socket = null;
     this.watch = null;
@@ -160,7 +161,13 @@ export class NotebookSession {
 
   // -- notebook events (WatchNotebookResponse) --
 
+  /** Remember the newest notebook revision the page has seen (int64: a bigint). */
+  sawRevision(revision) {
+    if (typeof revision === "bigint" && revision > this.revision) this.revision = revision;
+  }
+
   applyNotebookEvent(event) {
+    this.sawRevision(event.revision);
     if (event.snapshot) this.applySnapshot(event.snapshot);
     else if (event.cellCreated) this.addCell(event.cellCreated.cell, event.cellCreated.index ?? 0);
     else if (event.cellUpdated) this.views.get(event.cellUpdated.cell.id)?.setCell(event.cellUpdated.cell);
@@ -386,7 +393,9 @@ export class NotebookSession {
   /** A unary call; a failure is shown (cells named by number) and swallowed. */
   async call(service, name, request, what) {
     try {
-      return await rpc(service, name, { notebookId: this.id, ...request });
+      const reply = await rpc(service, name, { notebookId: this.id, ...request });
+      this.sawRevision(reply?.revision);
+      return reply;
     } catch (error) {
       if (error.code !== Code.Unauthenticated) {
         notify(`${what} failed: ${this.humanize(error.message)}`, "error");
@@ -418,7 +427,10 @@ export class NotebookSession {
     try {
       // The run's events reach the page through the live feed, like anyone's
       // run; this stream says when it ended and whether it was refused.
-      await stream("execution", "runCells", { notebookId: this.id, cellIds }, () => {});
+      // Naming the revision the page has seen (its saves included) lets
+      // the execution service run from its own copy of the notebook.
+      const request = { notebookId: this.id, cellIds, minRevision: this.revision };
+      await stream("execution", "runCells", request, () => {});
     } catch (error) {
       if (error.code !== Code.Unauthenticated) notify(`Run failed: ${this.humanize(error.message)}`, "error");
     }
@@ -476,7 +488,9 @@ export class NotebookSession {
     const request = { notebookId: this.id, cellId: view.id, code, expectedCode };
     if (resultName !== undefined) request.resultName = resultName;
     try {
-      return { saved: await rpc("notebook", "updateCell", request) };
+      const saved = await rpc("notebook", "updateCell", request);
+      this.sawRevision(saved.revision);
+      return { saved };
     } catch (error) {
       if (error.reason === "CELL_CHANGED") {
         const { notebook } = await rpc("notebook", "getNotebook", { notebookId: this.id });
