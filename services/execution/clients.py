@@ -1,4 +1,10 @@
-"""The notebook-service calls the execution service makes."""
+"""The notebook-service calls the execution service makes.
+
+Each names its notebook in the ``x-reflow-notebook-id`` header, as the
+gateway's and the assistant's calls do, so that with notebook replicas
+behind Envoy a notebook's reads, results and watch reach the replica the
+ring gives it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import TYPE_CHECKING
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.shared.grpc_client import (
     DEFAULT_TIMEOUT_S,
-    bearer_metadata,
+    notebook_metadata,
     rpc_errors_as_service_errors,
 )
 
@@ -32,7 +38,7 @@ class NotebookClient:
         async with rpc_errors_as_service_errors("notebook"):
             reply = await self._public.GetNotebook(
                 notebook_pb2.GetNotebookRequest(notebook_id=notebook_id),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )
         return reply.notebook
@@ -42,7 +48,7 @@ class NotebookClient:
         async with rpc_errors_as_service_errors("notebook"):
             reply = await self._internal.GetDatabaseConnection(
                 notebook_pb2.GetDatabaseConnectionRequest(notebook_id=notebook_id),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )
         return reply.database_url
@@ -60,7 +66,7 @@ class NotebookClient:
                 notebook_pb2.RecordCellResultRequest(
                     notebook_id=notebook_id, cell_id=cell_id, result=result
                 ),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )
 
@@ -70,7 +76,7 @@ class NotebookClient:
         """The notebook's changes, from a snapshot on, until it is deleted."""
         call = self._public.WatchNotebook(
             notebook_pb2.WatchNotebookRequest(notebook_id=notebook_id),
-            metadata=bearer_metadata(token),
+            metadata=notebook_metadata(token, notebook_id),
         )
         try:
             async with rpc_errors_as_service_errors("notebook"):

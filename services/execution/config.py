@@ -47,6 +47,9 @@ class Settings:
     auth: InternalAuthSettings
     # REFLOW_LISTEN_HOST: the address its servers listen on.
     listen_host: str = "127.0.0.1"
+    # EXECUTION_REPLICA_ID: how GetKernel names this replica; empty means its
+    # host name and port, which tell replicas apart on one machine and in a pod.
+    replica_id: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -90,6 +93,7 @@ class Settings:
             log_format=shared.choice("LOG_FORMAT", ("text", "json"), "text"),
             auth=InternalAuthSettings.from_env(env),
             listen_host=listen_host(env),
+            replica_id=read.text("REPLICA_ID", ""),
         )
 
 

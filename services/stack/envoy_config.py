@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 TEMPLATE: Final = Path(__file__).with_name("envoy.yaml.tmpl")
+INTERNAL_LISTENER: Final = Path(__file__).with_name("internal_listener.yaml.tmpl")
+INTERNAL_CLUSTER: Final = Path(__file__).with_name("internal_cluster.yaml.tmpl")
 
 PUBLIC_SERVICES: Final = (
     "reflow.notebook.v1.NotebookService",
@@ -38,6 +40,7 @@ DEFAULT_ORIGINS: Final = ("http://localhost:5173", "http://127.0.0.1:5173")
 origin. The UI served through Envoy itself is same-origin and needs no CORS."""
 
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]+$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
 
@@ -61,6 +64,19 @@ class Address(NamedTuple):
 
 
 @dataclass(frozen=True)
+class InternalService:
+    """A service run as several replicas, which the others reach through Envoy.
+
+    Envoy listens for it at ``listen`` (its ``*_SERVICE_ADDR``) and spreads
+    the calls over ``replicas`` by the notebook they are about.
+    """
+
+    name: str
+    listen: Address
+    replicas: tuple[Address, ...]
+
+
+@dataclass(frozen=True)
 class EnvoyOptions:
     """Everything the rendered configuration varies by."""
 
@@ -74,6 +90,8 @@ class EnvoyOptions:
     descriptor: str = "protos/reflow.binpb"
     # Exact origins; "*" allows any origin.
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
+    # Services with replicas; none (one process each) means no internal hop.
+    internal: tuple[InternalService, ...] = ()
 
 
 def render(options: EnvoyOptions) -> str:
@@ -90,8 +108,52 @@ def render(options: EnvoyOptions) -> str:
         "descriptor": json.dumps(options.descriptor),
         "services": json.dumps(list(PUBLIC_SERVICES)),
         "allowed_origins": _origin_matchers(options.allowed_origins),
+        "internal_listeners": _fill(INTERNAL_LISTENER, options.internal),
+        "internal_clusters": _fill(INTERNAL_CLUSTER, options.internal),
     }
     return string.Template(TEMPLATE.read_text()).substitute(values)
+
+
+def _fill(template: Path, services: Sequence[InternalService]) -> str:
+    """``template`` rendered once per replicated service, one after another."""
+    text = string.Template(template.read_text())
+    return "".join(
+        text.substitute(
+            service=_checked_name(service.name),
+            service_upper=service.name.upper(),
+            listen_host=_checked_host(service.listen.host),
+            listen_port=_checked_port(service.listen.port),
+            endpoints=_endpoints(service.replicas),
+        )
+        for service in services
+    )
+
+
+def _endpoints(replicas: Sequence[Address]) -> str:
+    """A YAML flow list of Envoy lb_endpoints, one per replica."""
+    if not replicas:
+        raise ValueError("a replicated service needs at least one replica")
+    return json.dumps(
+        [
+            {
+                "endpoint": {
+                    "address": {
+                        "socket_address": {
+                            "address": _checked_host(replica.host),
+                            "port_value": _checked_port(replica.port),
+                        }
+                    }
+                }
+            }
+            for replica in replicas
+        ]
+    )
+
+
+def _checked_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"{name!r} is not a service name")
+    return name
 
 
 def _admin_address(admin: Address | str) -> str:
