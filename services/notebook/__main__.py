@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from services.notebook.config import Settings
+from services.notebook.feed import open_feed
 from services.notebook.files.local import LocalFileStore
 from services.notebook.manager import NotebookManager
 from services.notebook.server import build_server
@@ -20,10 +21,11 @@ logger = logging.getLogger(__name__)
 async def main() -> None:
     settings = Settings.from_env()
     logs.configure("notebook", settings.log_level, settings.log_format)
-    async with open_store(
-        settings.store, settings.data_dir, settings.dynamodb
-    ) as store:
-        manager = NotebookManager(store)
+    async with (
+        open_store(settings.store, settings.data_dir, settings.dynamodb) as store,
+        open_feed(settings.redis_url) as feed,
+    ):
+        manager = NotebookManager(store, sink=feed)
         verifier = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
         server, port = build_server(
             manager,
@@ -31,6 +33,7 @@ async def main() -> None:
             verifier,
             settings.max_code_bytes,
             LocalFileStore(settings.files_dir, settings.files),
+            feed,
         )
         logger.info(
             "notebook service listening on port %d (store: %s)", port, settings.store

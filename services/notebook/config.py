@@ -52,6 +52,9 @@ class Settings:
     auth: InternalAuthSettings
     # REFLOW_LISTEN_HOST: the address its servers listen on.
     listen_host: str = "127.0.0.1"
+    # NOTEBOOK_REDIS_URL: the change stream replicas share (feed.py); None
+    # keeps changes in this process, right for a single replica.
+    redis_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -87,4 +90,5 @@ class Settings:
             log_format=shared.choice("LOG_FORMAT", ("text", "json"), "text"),
             auth=InternalAuthSettings.from_env(env),
             listen_host=listen_host(env),
+            redis_url=read.optional_text("REDIS_URL"),
         )
