@@ -9,13 +9,13 @@ hand back to the model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.shared.grpc_client import (
     DEFAULT_TIMEOUT_S,
-    bearer_metadata,
+    notebook_metadata,
     rpc_errors_as_service_errors,
 )
 from services.shared.interceptor import current_request_id
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     import grpc
 
     from services.shared.auth import InternalTokens
-
-ROUTING_HEADER: Final = "x-reflow-notebook-id"
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -41,7 +39,7 @@ class UserTokens:
 
     def metadata(self, notebook_id: str) -> Metadata:
         token = self._tokens.token_for(self.user, current_request_id())
-        return (*bearer_metadata(token), (ROUTING_HEADER, notebook_id))
+        return notebook_metadata(token, notebook_id)
 
 
 class NotebookClient:

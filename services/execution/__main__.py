@@ -52,6 +52,7 @@ async def main() -> None:
             notebooks,
             listen_address(settings.listen_host, settings.port),
             tokens,
+            settings.replica_id,
         )
         logger.info(
             "execution service listening on port %d (notebook service at %s)",

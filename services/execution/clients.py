@@ -1,4 +1,10 @@
-"""The notebook-service calls the execution service makes."""
+"""The notebook-service calls the execution service makes.
+
+Each names its notebook in the ``x-reflow-notebook-id`` header, as the
+gateway's and the assistant's calls do, so that with notebook replicas
+behind Envoy a notebook's reads, results and watch reach the replica the
+ring gives it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import TYPE_CHECKING
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
 from services.shared.grpc_client import (
     DEFAULT_TIMEOUT_S,
-    bearer_metadata,
+    notebook_metadata,
     rpc_errors_as_service_errors,
 )
 
@@ -40,7 +46,7 @@ class NotebookClient:
                 notebook_pb2.GetNotebookRequest(
                     notebook_id=notebook_id, include_files=include_files
                 ),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )
 
@@ -60,7 +66,7 @@ class NotebookClient:
                         for c, r in results
                     ],
                 ),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )
 
@@ -69,7 +75,7 @@ class NotebookClient:
         async with rpc_errors_as_service_errors("notebook"):
             reply = await self._internal.GetDatabaseConnection(
                 notebook_pb2.GetDatabaseConnectionRequest(notebook_id=notebook_id),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )
         return reply.database_url
@@ -80,7 +86,7 @@ class NotebookClient:
         """The notebook's changes, from a snapshot on, until it is deleted."""
         call = self._public.WatchNotebook(
             notebook_pb2.WatchNotebookRequest(notebook_id=notebook_id),
-            metadata=bearer_metadata(token),
+            metadata=notebook_metadata(token, notebook_id),
         )
         try:
             async with rpc_errors_as_service_errors("notebook"):
@@ -96,7 +102,7 @@ class NotebookClient:
         async with rpc_errors_as_service_errors("notebook"):
             return await self._public.ListFiles(
                 notebook_pb2.ListFilesRequest(notebook_id=notebook_id),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )
 
@@ -107,7 +113,7 @@ class NotebookClient:
         async with rpc_errors_as_service_errors("notebook"):
             return await self._public.GetFile(
                 notebook_pb2.GetFileRequest(notebook_id=notebook_id, path=path),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )
 
@@ -120,7 +126,7 @@ class NotebookClient:
                 notebook_pb2.PutFileRequest(
                     notebook_id=notebook_id, path=path, content=content
                 ),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )
         return reply.file
@@ -130,6 +136,6 @@ class NotebookClient:
         async with rpc_errors_as_service_errors("notebook"):
             await self._public.DeleteFile(
                 notebook_pb2.DeleteFileRequest(notebook_id=notebook_id, path=path),
-                metadata=bearer_metadata(token),
+                metadata=notebook_metadata(token, notebook_id),
                 timeout=self._timeout_s,
             )

@@ -50,6 +50,9 @@ class Settings:
     listen_host: str = "127.0.0.1"
     # <SERVICE>_METRICS_PORT: where /metrics is served; None: not served.
     metrics_port: int | None = None
+    # EXECUTION_REPLICA_ID: how GetKernel names this replica; empty means its
+    # host name and port, which tell replicas apart on one machine and in a pod.
+    replica_id: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -94,6 +97,7 @@ class Settings:
             auth=InternalAuthSettings.from_env(env),
             listen_host=listen_host(env),
             metrics_port=metrics_port(read),
+            replica_id=read.text("REPLICA_ID", ""),
         )
 
 

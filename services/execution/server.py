@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
 
 from reflow.execution.v1 import execution_pb2, execution_pb2_grpc
@@ -25,10 +26,15 @@ def build_server(
     notebooks: NotebookClient,
     address: str,
     verifier: TokenVerifier,
+    replica_id: str = "",
 ) -> tuple[grpc.aio.Server, int]:
-    """Build (unstarted) and bind the execution service's server."""
+    """Build (unstarted) and bind the execution service's server.
+
+    ``replica_id`` names this replica in GetKernel and ListKernels; empty
+    means the host name and the port it bound.
+    """
     servicer = ExecutionServicer(sessions, notebooks)
-    return create_server(
+    server, port = create_server(
         [
             lambda s: execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
                 servicer, s
@@ -38,3 +44,5 @@ def build_server(
         SERVICE_NAMES,
         token_verifier=verifier,
     )
+    servicer.replica_id = replica_id or f"{socket.gethostname()}:{port}"
+    return server, port

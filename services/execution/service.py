@@ -38,9 +38,12 @@ _MAX_CODE_BYTES = 1024 * 1024
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     """Runs, interrupts and describes the caller's kernels."""
 
-    def __init__(self, sessions: SessionManager, notebooks: NotebookClient) -> None:
+    def __init__(
+        self, sessions: SessionManager, notebooks: NotebookClient, replica_id: str = ""
+    ) -> None:
         self._sessions = sessions
         self._notebooks = notebooks
+        self.replica_id = replica_id
 
     async def RunCells(
         self, request: execution_pb2.RunCellsRequest, context: Context
@@ -128,13 +131,13 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> execution_pb2.RestartKernelResponse:
         session = self._existing(request.notebook_id)
         await session.restart()
-        return execution_pb2.RestartKernelResponse(kernel=session.describe())
+        return execution_pb2.RestartKernelResponse(kernel=self._describe(session))
 
     async def GetKernel(
         self, request: execution_pb2.GetKernelRequest, context: Context
     ) -> execution_pb2.GetKernelResponse:
         session = self._existing(request.notebook_id)
-        return execution_pb2.GetKernelResponse(kernel=session.describe())
+        return execution_pb2.GetKernelResponse(kernel=self._describe(session))
 
     async def ListKernels(
         self, request: execution_pb2.ListKernelsRequest, context: Context
@@ -148,7 +151,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         page = sessions[start : start + size]
         more = start + size < len(sessions)
         return execution_pb2.ListKernelsResponse(
-            kernels=[session.describe() for session in page],
+            kernels=[self._describe(session) for session in page],
             next_page_token=_page_token(start + size) if more else "",
         )
 
@@ -208,6 +211,11 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         except KernelNotFound:
             await self._notebooks.get_notebook(current_token(), notebook_id)
             return None
+
+    def _describe(self, session: Session) -> execution_pb2.Kernel:
+        kernel = session.describe()
+        kernel.replica_id = self.replica_id
+        return kernel
 
     def _existing(self, notebook_id: str) -> Session:
         check = Violations()

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2
 from reflow.assistant.v1 import assistant_pb2
 from reflow.execution.v1 import execution_pb2
 from reflow.notebook.v1 import notebook_pb2
-from services.shared.grpc_client import bearer_metadata, open_channel
+from services.shared.grpc_client import ROUTING_HEADER, bearer_metadata, open_channel
 from services.shared.interceptor import REQUEST_ID_HEADER, new_request_id
 
 if TYPE_CHECKING:
@@ -41,10 +41,6 @@ SERVICE_NAMES: Final = {
     EXECUTION_SERVICE.full_name: "execution",
     ASSISTANT_SERVICE.full_name: "assistant",
 }
-
-ROUTING_HEADER: Final = "x-reflow-notebook-id"
-"""Names the notebook a call is about, so a load balancer can keep each
-notebook on one replica (Envoy's ring_hash on this header)."""
 
 HEALTH_CHECK: Final = "/grpc.health.v1.Health/Check"
 

@@ -49,8 +49,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import message_factory
 
-from services.gateway.clients import ROUTING_HEADER, method_path
+from services.gateway.clients import method_path
 from services.shared.grpc_client import (
+    ROUTING_HEADER,
     STATUS_DETAILS_KEY,
     bearer_metadata,
     service_error_from,

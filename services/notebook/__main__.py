@@ -7,6 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from services.notebook.config import Settings
+from services.notebook.feed import open_feed
 from services.notebook.files import open_file_store
 from services.notebook.manager import NotebookManager
 from services.notebook.server import build_server
@@ -39,8 +40,9 @@ async def main() -> None:
         open_file_store(
             settings.store, settings.files_dir, settings.s3, settings.files
         ) as files,
+        open_feed(settings.redis_url) as feed,
     ):
-        manager = NotebookManager(store)
+        manager = NotebookManager(store, sink=feed)
         verifier = InternalTokens(settings.auth.secret, settings.auth.ttl_s)
         server, port = build_server(
             manager,
@@ -48,6 +50,7 @@ async def main() -> None:
             verifier,
             settings.max_code_bytes,
             files,
+            feed,
         )
         logger.info(
             "notebook service listening on port %d (store: %s)", port, settings.store

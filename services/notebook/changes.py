@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from services.notebook.graphs import CellView
     from services.notebook.models import CellId, Notebook, NotebookSummary
 
@@ -45,3 +47,12 @@ class Snapshot:
     @property
     def revision(self) -> int:
         return self.notebook.revision
+
+
+class ChangeSink(Protocol):
+    """Where a notebook's changes go besides this process's own watchers
+    (the change stream shared by replicas, ``feed.py``)."""
+
+    async def publish(self, changes: Sequence[Change]) -> None:
+        """Take the changes of one stored write; never raise."""
+        ...

@@ -57,6 +57,9 @@ class Settings:
     listen_host: str = "127.0.0.1"
     # <SERVICE>_METRICS_PORT: where /metrics is served; None: not served.
     metrics_port: int | None = None
+    # NOTEBOOK_REDIS_URL: the change stream replicas share (feed.py); None
+    # keeps changes in this process, right for a single replica.
+    redis_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -100,4 +103,5 @@ class Settings:
             auth=InternalAuthSettings.from_env(env),
             listen_host=listen_host(env),
             metrics_port=metrics_port(read),
+            redis_url=read.optional_text("REDIS_URL"),
         )

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from services.notebook import edits, metrics, templates
-from services.notebook.changes import Change, ChangeKind, Snapshot
+from services.notebook.changes import Change, ChangeKind, ChangeSink, Snapshot
 from services.notebook.errors import NotebookNotFound, RevisionConflict
 from services.notebook.graphs import (
     CellView,
@@ -85,9 +85,11 @@ class NotebookManager:
         hub: EventHub[Change] | None = None,
         clock: Callable[[], datetime] = _now,
         new_id: Callable[[], str] = _new_id,
+        sink: ChangeSink | None = None,
     ) -> None:
         self._store = store
         self._hub: EventHub[Change] = hub or EventHub()
+        self._sink = sink
         self._graphs = NotebookGraphs()
         self._clock = clock
         self._new_id = new_id
@@ -204,7 +206,7 @@ class NotebookManager:
     ) -> Notebook:
         """Apply an edit of the notebook's own settings; tell the watchers."""
         done = await self._edit(owner, notebook_id, expected, edit)
-        self._publish(
+        await self._publish(
             Change(
                 ChangeKind.NOTEBOOK_CHANGED, done.after.revision, done.after.summary()
             )
@@ -220,7 +222,7 @@ class NotebookManager:
             _check_revision(notebook, expected)
             await self._store.delete(notebook_id)
         self._graphs.forget(notebook_id)
-        self._publish(
+        await self._publish(
             Change(
                 ChangeKind.NOTEBOOK_DELETED, notebook.revision + 1, notebook.summary()
             )
@@ -252,7 +254,9 @@ class NotebookManager:
 
         done = await self._edit(owner, notebook_id, expected, add)
         position = done.graph.order.index(cell_id)
-        return self._cell_changed(done, ChangeKind.CELL_CREATED, cell_id, position)
+        return await self._cell_changed(
+            done, ChangeKind.CELL_CREATED, cell_id, position
+        )
 
     async def update_cell(
         self,
@@ -276,7 +280,7 @@ class NotebookManager:
                 nb, cell_id, code, result_name, now, expected_code
             ),
         )
-        return self._cell_changed(done, ChangeKind.CELL_UPDATED, cell_id)
+        return await self._cell_changed(done, ChangeKind.CELL_UPDATED, cell_id)
 
     async def set_cell_disabled(
         self,
@@ -293,7 +297,7 @@ class NotebookManager:
             expected,
             lambda nb, now: edits.set_cell_disabled(nb, cell_id, disabled, now),
         )
-        return self._cell_changed(done, ChangeKind.CELL_UPDATED, cell_id)
+        return await self._cell_changed(done, ChangeKind.CELL_UPDATED, cell_id)
 
     async def move_cell(
         self,
@@ -310,7 +314,7 @@ class NotebookManager:
             expected,
             lambda nb, now: edits.move_cell(nb, cell_id, index, now),
         )
-        self._publish(
+        await self._publish(
             Change(
                 ChangeKind.CELL_MOVED,
                 done.after.revision,
@@ -335,7 +339,7 @@ class NotebookManager:
             expected,
             lambda nb, now: edits.delete_cell(nb, cell_id, now),
         )
-        self._publish(
+        await self._publish(
             Change(
                 ChangeKind.CELL_DELETED,
                 done.after.revision,
@@ -362,7 +366,7 @@ class NotebookManager:
             lambda nb, now: edits.record_result(nb, cell_id, status, result, now),
             durable=False,
         )
-        self._publish_results(done, [cell_id])
+        await self._publish_results(done, [cell_id])
         return done.after.revision
 
     async def record_results(
@@ -381,12 +385,12 @@ class NotebookManager:
             durable=False,
         )
         recorded = [c for c, _, _ in results if done.after.cell(c) is not None]
-        self._publish_results(done, recorded)
+        await self._publish_results(done, recorded)
         return done.after.revision, recorded
 
-    def _publish_results(self, done: _Edited, cell_ids: Sequence[CellId]) -> None:
+    async def _publish_results(self, done: _Edited, cell_ids: Sequence[CellId]) -> None:
         summary = done.after.summary()
-        self._publish(
+        await self._publish(
             *(
                 Change(
                     ChangeKind.RESULT_RECORDED,
@@ -497,7 +501,7 @@ class NotebookManager:
         assert cell is not None
         return cell_view(cell, done.graph, done.shown)
 
-    def _cell_changed(
+    async def _cell_changed(
         self,
         done: _Edited,
         kind: ChangeKind,
@@ -508,7 +512,7 @@ class NotebookManager:
         view = self._view(done, cell_id)
         summary = done.after.summary()
         change = Change(kind, done.after.revision, summary, cell=view, index=index)
-        self._publish(change, *self._affected_changes(done))
+        await self._publish(change, *self._affected_changes(done))
         return CellChange(done.after.revision, view, done.affected)
 
     def _affected_changes(self, done: _Edited) -> list[Change]:
@@ -521,9 +525,11 @@ class NotebookManager:
     def _snapshot(self, notebook: Notebook) -> Snapshot:
         return Snapshot(notebook, cell_views(notebook, self._graphs.graph(notebook)))
 
-    def _publish(self, *changes: Change) -> None:
+    async def _publish(self, *changes: Change) -> None:
         for change in changes:
             self._hub.publish(change.notebook.id, change.revision, change)
+        if self._sink is not None:
+            await self._sink.publish(changes)
 
 
 def _check_revision(notebook: Notebook, expected: int) -> None:

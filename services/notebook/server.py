@@ -12,6 +12,7 @@ from services.shared.grpc_server import create_server
 if TYPE_CHECKING:
     import grpc
 
+    from services.notebook.feed import RedisChangeFeed
     from services.notebook.files import FileStore
     from services.notebook.manager import NotebookManager
     from services.shared.auth import TokenVerifier
@@ -28,10 +29,12 @@ def build_server(
     verifier: TokenVerifier,
     max_code_bytes: int = 1024 * 1024,
     files: FileStore | None = None,
+    feed: RedisChangeFeed | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build (unstarted) and bind the notebook service's server (files in
-    memory unless a store is given)."""
-    public = NotebookServicer(manager, max_code_bytes, files or MemoryFileStore())
+    memory unless a store is given; watches fed by ``feed`` when replicas
+    share one, else by the manager's own hub)."""
+    public = NotebookServicer(manager, max_code_bytes, files or MemoryFileStore(), feed)
     internal = NotebookInternalServicer(manager)
     return create_server(
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from reflow.notebook.v1 import notebook_pb2, notebook_pb2_grpc
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     import grpc
 
+    from services.notebook.feed import RedisChangeFeed
     from services.notebook.files import FileStore
     from services.notebook.graphs import CellView
     from services.notebook.manager import CellChange, NotebookManager
@@ -60,12 +62,18 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
     """Public notebook RPCs, each acting for the caller of the internal token."""
 
     def __init__(
-        self, manager: NotebookManager, max_code_bytes: int, files: FileStore
+        self,
+        manager: NotebookManager,
+        max_code_bytes: int,
+        files: FileStore,
+        feed: RedisChangeFeed | None = None,
     ) -> None:
         self._manager = manager
         self._max_code_bytes = max_code_bytes
         self._files = files
         self._presence = PresenceBoard()
+        # Replicas share one change stream; a single process needs none.
+        self._feed = feed
         # A notebook file holds many cells and their stored outputs.
         self._max_import_bytes = 8 * max_code_bytes
 
@@ -427,6 +435,14 @@ class NotebookServicer(notebook_pb2_grpc.NotebookServiceServicer):
         notebook_id = _notebook_id(check, request.notebook_id)
         check.not_negative("since_revision", request.since_revision)
         check.raise_if_any()
+        if self._feed is not None:
+            snapshot = functools.partial(
+                self._manager.get_notebook, current_user(), notebook_id
+            )
+            shared = self._feed.watch(notebook_id, request.since_revision, snapshot)
+            async for response in shared:
+                yield response
+            return
         events = self._manager.watch(
             current_user(), notebook_id, request.since_revision
         )

@@ -84,6 +84,11 @@ def open_channel(address: str, *, retry: bool = True) -> grpc.aio.Channel:
     )
 
 
+ROUTING_HEADER: Final = "x-reflow-notebook-id"
+"""Names the notebook a call is about, so a load balancer can keep each
+notebook on one replica (Envoy's ring_hash on this header)."""
+
+
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
     """Call metadata that presents ``token`` and carries the trace context on.
 
@@ -95,6 +100,12 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
     headers: dict[str, str] = {}
     tracing.inject_context(headers)
     return (("authorization", f"Bearer {token}"), *headers.items())
+
+
+def notebook_metadata(token: str, notebook_id: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that presents ``token`` and names the notebook the call
+    is about, for routing (``ROUTING_HEADER``)."""
+    return (*bearer_metadata(token), (ROUTING_HEADER, notebook_id))
 
 
 @asynccontextmanager

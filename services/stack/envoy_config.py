@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 TEMPLATE: Final = Path(__file__).with_name("envoy.yaml.tmpl")
+INTERNAL_LISTENER: Final = Path(__file__).with_name("internal_listener.yaml.tmpl")
+INTERNAL_CLUSTER: Final = Path(__file__).with_name("internal_cluster.yaml.tmpl")
 
 PUBLIC_SERVICES: Final = (
     "reflow.notebook.v1.NotebookService",
@@ -39,6 +41,7 @@ origin. The UI served through Envoy itself is same-origin and needs no CORS."""
 
 _TYPES = "type.googleapis.com/envoy."
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]+$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
 
@@ -62,6 +65,19 @@ class Address(NamedTuple):
 
 
 @dataclass(frozen=True)
+class InternalService:
+    """A service run as several replicas, which the others reach through Envoy.
+
+    Envoy listens for it at ``listen`` (its ``*_SERVICE_ADDR``) and spreads
+    the calls over ``replicas`` by the notebook they are about.
+    """
+
+    name: str
+    listen: Address
+    replicas: tuple[Address, ...]
+
+
+@dataclass(frozen=True)
 class EnvoyOptions:
     """Everything the rendered configuration varies by."""
 
@@ -81,6 +97,8 @@ class EnvoyOptions:
     # own, W3C trace context to the gateway). None: no tracer; Envoy passes
     # a client's traceparent through untouched.
     otlp_collector: Address | None = None
+    # Services with replicas; none (one process each) means no internal hop.
+    internal: tuple[InternalService, ...] = ()
 
 
 def render(options: EnvoyOptions) -> str:
@@ -101,6 +119,8 @@ def render(options: EnvoyOptions) -> str:
         "metrics_port": _checked_port(options.metrics.port),
         "tracing": _tracing(options.otlp_collector),
         "tracing_cluster": _tracing_cluster(options.otlp_collector),
+        "internal_listeners": _fill(INTERNAL_LISTENER, options.internal),
+        "internal_clusters": _fill(INTERNAL_CLUSTER, options.internal),
     }
     return string.Template(TEMPLATE.read_text()).substitute(values)
 
@@ -144,6 +164,48 @@ def _tracing_cluster(collector: Address | None) -> str:
               - endpoint:
                   address:
                     socket_address: {{address: {host}, port_value: {port}}}"""
+
+
+def _fill(template: Path, services: Sequence[InternalService]) -> str:
+    """``template`` rendered once per replicated service, one after another."""
+    text = string.Template(template.read_text())
+    return "".join(
+        text.substitute(
+            service=_checked_name(service.name),
+            service_upper=service.name.upper(),
+            listen_host=_checked_host(service.listen.host),
+            listen_port=_checked_port(service.listen.port),
+            endpoints=_endpoints(service.replicas),
+        )
+        for service in services
+    )
+
+
+def _endpoints(replicas: Sequence[Address]) -> str:
+    """A YAML flow list of Envoy lb_endpoints, one per replica."""
+    if not replicas:
+        raise ValueError("a replicated service needs at least one replica")
+    return json.dumps(
+        [
+            {
+                "endpoint": {
+                    "address": {
+                        "socket_address": {
+                            "address": _checked_host(replica.host),
+                            "port_value": _checked_port(replica.port),
+                        }
+                    }
+                }
+            }
+            for replica in replicas
+        ]
+    )
+
+
+def _checked_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"{name!r} is not a service name")
+    return name
 
 
 def _admin_address(admin: Address | str) -> str:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from services.execution.kernel.launcher import KernelLauncher
 
 SECRET = "execution-tests-internal-secret-0123456789"
+REPLICA_ID = "execution-under-test"
 Metadata: TypeAlias = tuple[tuple[str, str], ...]
 NotebookStub: TypeAlias = "notebook_pb2_grpc.NotebookServiceAsyncStub"
 ExecutionStub: TypeAlias = "execution_pb2_grpc.ExecutionServiceAsyncStub"
@@ -182,7 +183,7 @@ async def stack(
     )
     sessions = SessionManager(launcher, kernel_settings, recorder, follower, workdirs)
     execution_server, execution_port = build_execution(
-        sessions, NotebookClient(channel), "127.0.0.1:0", tokens
+        sessions, NotebookClient(channel), "127.0.0.1:0", tokens, REPLICA_ID
     )
     await execution_server.start()
     execution_channel = grpc.aio.insecure_channel(f"127.0.0.1:{execution_port}")

@@ -10,7 +10,7 @@ import pytest
 
 from reflow.execution.v1 import execution_pb2
 from reflow.notebook.v1 import notebook_pb2
-from tests.execution.conftest import finished, stdout_of, text_outputs
+from tests.execution.conftest import REPLICA_ID, finished, stdout_of, text_outputs
 
 if TYPE_CHECKING:
     from tests.execution.conftest import Stack
@@ -233,6 +233,7 @@ async def test_get_and_list_kernels(stack: Stack) -> None:
     assert got.kernel.execution_count == 1
     assert got.kernel.memory_bytes > 0
     assert [k.notebook_id for k in listed.kernels] == [nb]
+    assert got.kernel.replica_id == listed.kernels[0].replica_id == REPLICA_ID
     assert list(theirs.kernels) == []
 
 
