@@ -8,6 +8,7 @@ is written to disk.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,7 @@ def serve_redis() -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    password = secrets.token_hex(16)
     process = subprocess.Popen(
         [
             redis_server_binary(),
@@ -45,6 +47,9 @@ def serve_redis() -> Iterator[str]:
             "",
             "--appendonly",
             "no",
+            # As the service requires: without it any cell could use it.
+            "--requirepass",
+            password,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -52,7 +57,7 @@ def serve_redis() -> Iterator[str]:
     )
     try:
         _wait_until_listening(port, process)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://:{password}@127.0.0.1:{port}/0"
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -68,7 +73,8 @@ def _wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
             socket.create_connection(("127.0.0.1", port), timeout=1) as connection,
         ):
             connection.sendall(b"PING\r\n")
-            if connection.recv(16).startswith(b"+PONG"):
+            # It answers (asking for the password): it is listening.
+            if connection.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                 return
         time.sleep(0.05)  # not listening yet: nothing to await but time
     raise AssertionError(f"redis-server did not answer within {READY_TIMEOUT_S} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 from services.notebook.files import DEFAULT_S3_BUCKET, FileLimits, S3Settings
 from services.notebook.store import (
@@ -14,7 +15,7 @@ from services.notebook.store import (
     DynamoDBSettings,
 )
 from services.shared.auth import InternalAuthSettings
-from services.shared.config import EnvReader, listen_host
+from services.shared.config import ConfigError, EnvReader, listen_host
 from services.shared.metrics import metrics_port
 
 if TYPE_CHECKING:
@@ -103,5 +104,19 @@ class Settings:
             auth=InternalAuthSettings.from_env(env),
             listen_host=listen_host(env),
             metrics_port=metrics_port(read),
-            redis_url=read.optional_text("REDIS_URL"),
+            redis_url=_redis_url(read.optional_text("REDIS_URL")),
         )
+
+
+def _redis_url(url: str | None) -> str | None:
+    """NOTEBOOK_REDIS_URL, refused without a password.
+
+    Kernels share the host's network: a Redis anyone on the machine can
+    open would let a cell read every notebook's changes and forge them.
+    """
+    if url is not None and not urlsplit(url).password:
+        raise ConfigError(
+            "NOTEBOOK_REDIS_URL has no password (redis://:PASSWORD@host:port/db): "
+            "a cell could otherwise read and forge every notebook's changes"
+        )
+    return url

@@ -55,3 +55,10 @@ def test_notebook_region_wins_over_aws_region() -> None:
 def test_unknown_store_names_the_variable_and_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"NOTEBOOK_STORE='s3'.*dynamodb"):
         Settings.from_env({**SECRET, "NOTEBOOK_STORE": "s3"})
+
+
+def test_a_redis_without_a_password_is_refused() -> None:
+    with pytest.raises(ConfigError, match="NOTEBOOK_REDIS_URL has no password"):
+        Settings.from_env({**SECRET, "NOTEBOOK_REDIS_URL": "redis://127.0.0.1:6379/0"})
+    url = "redis://:s3cret@127.0.0.1:6379/0"
+    assert Settings.from_env({**SECRET, "NOTEBOOK_REDIS_URL": url}).redis_url == url

@@ -354,15 +354,21 @@ async def written(data_dir: Path, notebook_id: str, revision: int) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_a_result_is_read_at_once_and_on_disk_right_after(
-    tmp_path: Path,
-) -> None:
+async def with_result(tmp_path: Path) -> tuple[LocalFileStore, Notebook]:
+    """A store holding notebook nb1 at revision 1 and a result at 2 (not durable)."""
     store = LocalFileStore(tmp_path)
     original = make_notebook("nb1")
     await store.create(original)
     await store.put(
         dataclasses.replace(original, revision=2), expected_revision=1, durable=False
     )
+    return store, original
+
+
+async def test_a_result_is_read_at_once_and_on_disk_right_after(
+    tmp_path: Path,
+) -> None:
+    store, original = await with_result(tmp_path)
     assert (await store.get(NotebookId("nb1"))).revision == 2
     await written(tmp_path, "nb1", 2)
     await store.close()
@@ -386,12 +392,7 @@ async def test_close_writes_the_results_not_yet_written(tmp_path: Path) -> None:
 async def test_an_edit_after_results_is_written_with_them_and_checked_against_them(
     tmp_path: Path,
 ) -> None:
-    store = LocalFileStore(tmp_path)
-    original = make_notebook("nb1")
-    await store.create(original)
-    await store.put(
-        dataclasses.replace(original, revision=2), expected_revision=1, durable=False
-    )
+    store, original = await with_result(tmp_path)
     with pytest.raises(RevisionConflict):
         await store.put(dataclasses.replace(original, revision=2), expected_revision=1)
     await store.put(
@@ -406,12 +407,7 @@ async def test_an_edit_after_results_is_written_with_them_and_checked_against_th
 async def test_a_deleted_notebook_is_not_written_back_by_a_pending_result(
     tmp_path: Path,
 ) -> None:
-    store = LocalFileStore(tmp_path)
-    original = make_notebook("nb1")
-    await store.create(original)
-    await store.put(
-        dataclasses.replace(original, revision=2), expected_revision=1, durable=False
-    )
+    store, original = await with_result(tmp_path)
     await store.delete(NotebookId("nb1"))
     await store.close()
     assert not notebook_file(tmp_path, "nb1").exists()
